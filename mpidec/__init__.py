@@ -1,0 +1,3 @@
+"""mpidec: decentralized deep-learning training on MPI."""
+
+__version__ = "0.1.0"
