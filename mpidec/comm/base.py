@@ -1,0 +1,183 @@
+"""The communicator interface that optimizers talk to, and the logic both backends share.
+
+A backend (MPI or the in-process simulator) supplies four transport primitives:
+
+- ``_start_neighbor_allgather(topo, send, recv)``: row ``r`` of ``recv`` receives the
+  ``send`` buffer of in-neighbour ``topo.in_neighbors(rank)[r]``; returns a request;
+- ``_start_allreduce(buf)``: in-place sum of ``buf`` over all ranks; returns a request;
+- ``allreduce_scalar(value, op)`` and ``allgather_object(obj)``: blocking, for metrics
+  and checks off the hot path.
+
+A request is anything with ``wait()``. Everything else - fusing tensors into one
+buffer per dtype and device, host staging of GPU tensors, the weighted combine, buffer
+reuse - lives here once, so MPI runs and simulated runs compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import abc
+import weakref
+
+import torch
+
+from . import fusion
+
+
+class Handle:
+    """An operation in flight; ``wait()`` completes it (once) and returns its result."""
+
+    def __init__(self, finish):
+        self._finish = finish
+        self._done = False
+        self._result = None
+
+    def wait(self):
+        if not self._done:
+            self._result = self._finish()
+            self._done = True
+        return self._result
+
+
+class Communicator(abc.ABC):
+    """One rank's view of the workers: neighbour averages over a topology, allreduce.
+
+    ``cuda_aware``: whether the transport may read and write GPU memory directly;
+    when it may not, GPU buffers go through pinned host staging buffers.
+    """
+
+    rank: int
+    size: int
+
+    def __init__(self, rank: int, size: int, topology=None, cuda_aware: bool = False):
+        self.rank, self.size = rank, size
+        if topology is None:
+            from ..topology import exponential
+
+            topology = exponential(size)
+        topology.check_size(size)
+        self.topology = topology
+        self.cuda_aware = cuda_aware
+        self._pool = fusion.BufferPool(pin_memory=True)
+        self._weights = weakref.WeakKeyDictionary()  # topology -> {(dtype, device): w}
+
+    # ------------------------------------------------------------ transport primitives
+
+    @abc.abstractmethod
+    def _start_neighbor_allgather(self, topo, send: torch.Tensor, recv: torch.Tensor):
+        """Start filling ``recv[r]`` with in-neighbour r's ``send``; return a request."""
+
+    @abc.abstractmethod
+    def _start_allreduce(self, buf: torch.Tensor):
+        """Start summing ``buf`` in place over all ranks; return a request."""
+
+    @abc.abstractmethod
+    def allreduce_scalar(self, value: float, op: str = "sum") -> float:
+        """Blocking reduction of one number: ``op`` is 'sum', 'mean', 'max' or 'min'."""
+
+    @abc.abstractmethod
+    def allgather_object(self, obj) -> list:
+        """Blocking gather of a small picklable object from every rank, in rank order."""
+
+    # ------------------------------------------------------------ neighbour averaging
+
+    def neighbor_average_async(self, tensors, step: int = 0, topology=None) -> Handle:
+        """Start ``x_i <- sum_j W[i, j] x_j`` for every tensor, with W = ``topology.at(step)``.
+
+        Returns a :class:`Handle`; the tensors hold the average after ``wait()`` and must
+        not be written before. Tensors are fused into one buffer per dtype and device.
+        """
+        topo = (topology or self.topology).at(step)
+        sources = topo.in_neighbors(self.rank)
+        finishers = [self._start_group(group, topo, sources) for group in fusion.groups(tensors)]
+
+        def finish():
+            for finish_group in finishers:
+                finish_group()
+
+        return Handle(finish)
+
+    def neighbor_average(self, tensors, step: int = 0, topology=None) -> None:
+        self.neighbor_average_async(tensors, step, topology).wait()
+
+    def _start_group(self, group, topo, sources):
+        dtype, device = group[0].dtype, group[0].device
+        if not dtype.is_floating_point:
+            raise TypeError(f"neighbour averaging needs floating-point tensors, got {dtype}")
+        m = self._pool.take((len(sources) + 1, fusion.numel(group)), dtype, device)
+        fusion.pack(group, out=m[0])
+        wire = self._staging(m)
+        if wire is not m:
+            wire[0].copy_(m[0])
+        request = self._start_neighbor_allgather(topo, wire[0], wire[1:])
+        w = self._weight_row(topo, sources, dtype, device)
+
+        def finish():
+            request.wait()
+            if wire is not m:
+                m[1:].copy_(wire[1:])
+                self._pool.give(wire)
+            fusion.combine_into(group, m, w)
+            self._pool.give(m)
+
+        return finish
+
+    def _weight_row(self, topo, sources, dtype, device) -> torch.Tensor:
+        """``(W[i, i], W[i, j_1], ..., W[i, j_k])`` as a tensor, cached per topology."""
+        cache = self._weights.setdefault(topo, {})
+        key = (dtype, device)
+        if key not in cache:
+            row = topo.W[self.rank, [self.rank, *sources]]
+            cache[key] = torch.as_tensor(row, dtype=dtype, device=device)
+        return cache[key]
+
+    # ------------------------------------------------------------ allreduce
+
+    def allreduce_async(self, tensors, average: bool = True) -> Handle:
+        """Start the sum (or mean) of every tensor over all ranks, in place, fused."""
+        parts = []
+        for group in fusion.groups(tensors):
+            buf = fusion.pack(group, out=self._pool.take((fusion.numel(group),), group[0].dtype, group[0].device))
+            wire = self._staging(buf)
+            if wire is not buf:
+                wire.copy_(buf)
+            parts.append((group, buf, wire, self._start_allreduce(wire)))
+
+        def finish():
+            for group, buf, wire, request in parts:
+                request.wait()
+                if wire is not buf:
+                    buf.copy_(wire)
+                    self._pool.give(wire)
+                if average:
+                    buf.div_(self.size)
+                fusion.unpack(buf, group)
+                self._pool.give(buf)
+
+        return Handle(finish)
+
+    def allreduce(self, tensors, average: bool = True) -> None:
+        self.allreduce_async(tensors, average).wait()
+
+    # ------------------------------------------------------------ helpers
+
+    def _staging(self, buf: torch.Tensor) -> torch.Tensor:
+        """The buffer the transport sees: ``buf`` itself, or a pinned host twin of a GPU buffer."""
+        if not buf.is_cuda:
+            return buf
+        if self.cuda_aware:
+            torch.cuda.current_stream(buf.device).synchronize()  # packing must finish before MPI reads
+            return buf
+        return self._pool.take(buf.shape, buf.dtype, "cpu")
+
+    def check_same_shapes(self, tensors, what: str = "parameter") -> None:
+        """Raise on every rank if the tensors' shapes or dtypes differ between ranks."""
+        mine = [(tuple(t.shape), str(t.dtype)) for t in tensors]
+        for rank, theirs in enumerate(self.allgather_object(mine)):
+            if theirs == mine:
+                continue
+            if len(theirs) != len(mine):
+                raise ValueError(f"rank {rank} has {len(theirs)} {what}s, rank {self.rank} has {len(mine)}: "
+                                 "every rank must build the same model")
+            i = next(i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b)
+            raise ValueError(f"{what} {i} is {theirs[i]} on rank {rank} but {mine[i]} on rank {self.rank}: "
+                             "every rank must build the same model")

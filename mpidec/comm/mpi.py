@@ -1,0 +1,102 @@
+"""The MPI backend: neighbourhood collectives on distributed-graph communicators.
+
+One gossip round of a static topology is one ``MPI_Ineighbor_allgather`` on a
+communicator made by ``MPI_Dist_graph_create_adjacent`` (sources = in-neighbours,
+destinations = out-neighbours). Graph communicators are cached by edge set, so a
+time-varying schedule (one-peer exponential, random matching) builds each distinct
+graph once, not once per step. Buffers travel as raw bytes: any dtype, no pickling.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import torch
+
+from .. import runtime
+from .allreduce import select_allreduce
+from .base import Communicator
+
+_MPI_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "mean": "SUM"}
+
+
+def cuda_aware() -> bool:
+    """Whether MPI can read GPU memory: ``MPIDEC_CUDA_AWARE=0/1`` overrides the library's answer."""
+    env = os.environ.get("MPIDEC_CUDA_AWARE")
+    if env in ("0", "1"):
+        return env == "1"
+    from mpi4py import MPI
+
+    query = getattr(MPI, "Query_cuda_support", None)
+    return bool(query()) if query is not None else False
+
+
+def as_mpi_bytes(t: torch.Tensor, rows: int = 1):
+    """An mpi4py buffer spec for a contiguous tensor: ``[memory, bytes per row, BYTE]``."""
+    from mpi4py import MPI
+
+    raw = t.reshape(-1).view(torch.uint8)
+    memory = raw if raw.is_cuda else raw.numpy()
+    return [memory, raw.numel() // max(rows, 1), MPI.BYTE]
+
+
+class MPICommunicator(Communicator):
+    """This rank's communicator over ``MPI.COMM_WORLD`` (or ``comm``).
+
+    ``allreduce``: 'auto' (Horovod when installed, MPI otherwise), 'horovod' or 'mpi'.
+    ``max_graphs``: how many graph communicators to keep (least recently used go).
+    """
+
+    def __init__(self, topology=None, comm=None, allreduce: str = "auto", max_graphs: int = 64):
+        self.comm = comm if comm is not None else runtime.init()
+        super().__init__(self.comm.Get_rank(), self.comm.Get_size(), topology, cuda_aware())
+        self._graphs: OrderedDict = OrderedDict()
+        self._max_graphs = max_graphs
+        self._allreduce_choice = allreduce
+        self._allreduce_backend = None
+
+    def graph_comm(self, topo):
+        """The distributed-graph communicator of a static topology (collective on a miss).
+
+        Every rank sees the same sequence of topologies, so hits, misses and evictions
+        happen at the same calls on every rank, as the collective creation requires.
+        """
+        key = topo.edges()
+        graph = self._graphs.get(key)
+        if graph is not None:
+            self._graphs.move_to_end(key)
+            return graph
+        topo.check_size(self.size)
+        graph = self.comm.Create_dist_graph_adjacent(
+            topo.in_neighbors(self.rank), topo.out_neighbors(self.rank), reorder=False)
+        self._graphs[key] = graph
+        if len(self._graphs) > self._max_graphs:
+            self._graphs.popitem(last=False)[1].Free()
+        return graph
+
+    def _start_neighbor_allgather(self, topo, send, recv):
+        return self.graph_comm(topo).Ineighbor_allgather(as_mpi_bytes(send), as_mpi_bytes(recv, len(recv)))
+
+    def _start_allreduce(self, buf):
+        if self._allreduce_backend is None:
+            self._allreduce_backend = select_allreduce(self._allreduce_choice, self.comm)
+        return self._allreduce_backend.start(buf)
+
+    @property
+    def allreduce_backend(self) -> str:
+        """'horovod' or 'mpi' (chosen at the first allreduce)."""
+        if self._allreduce_backend is None:
+            self._allreduce_backend = select_allreduce(self._allreduce_choice, self.comm)
+        return self._allreduce_backend.name
+
+    def allreduce_scalar(self, value, op="sum"):
+        from mpi4py import MPI
+
+        if op not in _MPI_OPS:
+            raise ValueError(f"unknown reduction {op!r}; use one of {sorted(_MPI_OPS)}")
+        total = self.comm.allreduce(float(value), op=getattr(MPI, _MPI_OPS[op]))
+        return total / self.size if op == "mean" else total
+
+    def allgather_object(self, obj):
+        return self.comm.allgather(obj)

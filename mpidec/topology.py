@@ -1,0 +1,358 @@
+"""Graphs and mixing matrices for gossip averaging (numpy / networkx, no MPI).
+
+Convention: ``W[i, j]`` is the weight node ``i`` gives to node ``j``'s model, so one
+gossip round is ``X <- W @ X`` with the models as rows. The non-zeros of row ``i``
+(besides ``i`` itself) are node ``i``'s in-neighbours: the nodes it receives from.
+
+Builders are small functions in the style of networkx's generators::
+
+    ring(8)                      # static, weights 1/3
+    exponential(16)              # static, directed, neighbours at distance 2^k
+    one_peer_exponential(16)     # time-varying: at step t, i averages with i + 2^(t mod log2 n)
+    random_matching(16, seed=0)  # time-varying, the same on every rank
+
+A static :class:`Topology` and a time-varying :class:`Schedule` both answer
+``at(step)`` with the static topology used at that step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+
+_TOL = 1e-9
+
+
+class TopologyError(ValueError):
+    """A mixing matrix or graph that gossip averaging cannot use."""
+
+
+# ---------------------------------------------------------------- weight rules
+
+
+def uniform_weights(adjacency: np.ndarray) -> np.ndarray:
+    """``W[i, j] = 1 / (in_degree(i) + 1)`` on the edges and the diagonal.
+
+    Doubly stochastic only on regular graphs; use :func:`metropolis_hastings` otherwise.
+    """
+    a = _adjacency(adjacency)
+    return (a + np.eye(len(a))) / (a.sum(axis=1, keepdims=True) + 1)
+
+
+def metropolis_hastings(adjacency: np.ndarray) -> np.ndarray:
+    """``W[i, j] = 1 / (1 + max(d_i, d_j))`` on edges, the rest on the diagonal.
+
+    Symmetric and doubly stochastic for any undirected graph.
+    """
+    a = _adjacency(adjacency)
+    if not np.array_equal(a, a.T):
+        raise TopologyError("Metropolis-Hastings weights need an undirected graph")
+    deg = a.sum(axis=1)
+    w = a / (1.0 + np.maximum.outer(deg, deg))
+    return w + np.diag(1.0 - w.sum(axis=1))
+
+
+def lazy(w: np.ndarray) -> np.ndarray:
+    """``(I + W) / 2``: moves every eigenvalue into ``[0, 1]`` (needed by D2 on even rings)."""
+    w = np.asarray(w, dtype=np.float64)
+    return (np.eye(len(w)) + w) / 2
+
+
+_WEIGHT_RULES = {"uniform": uniform_weights, "metropolis": metropolis_hastings}
+
+
+def _adjacency(adjacency) -> np.ndarray:
+    a = (np.asarray(adjacency) != 0).astype(np.float64)
+    np.fill_diagonal(a, 0.0)
+    return a
+
+
+def _weighted(name: str, adjacency: np.ndarray, weights: str) -> "Topology":
+    if weights not in _WEIGHT_RULES:
+        raise TopologyError(f"unknown weight rule {weights!r}; use one of {sorted(_WEIGHT_RULES)}")
+    return Topology(_WEIGHT_RULES[weights](adjacency), name=name)
+
+
+def _circulant(n: int, offsets) -> np.ndarray:
+    """Adjacency with ``a[i, (i + d) % n] = 1`` for every offset ``d``."""
+    a = np.zeros((n, n))
+    for d in offsets:
+        a[np.arange(n), (np.arange(n) + d) % n] = 1.0
+    return a
+
+
+# ---------------------------------------------------------------- topologies
+
+
+class _OverNodes:
+    """What static and time-varying topologies share."""
+
+    n: int
+    name: str
+
+    def check_size(self, world_size: int) -> None:
+        if self.n != world_size:
+            raise TopologyError(
+                f"topology {self.name!r} has {self.n} nodes but the job has {world_size} ranks; "
+                f"build it with n={world_size} or launch {self.n} ranks")
+
+
+class Topology(_OverNodes):
+    """A static mixing matrix ``W`` over ``n`` nodes.
+
+    Checked at construction: square, non-negative, rows and columns summing to one,
+    and (unless ``connected=False``, used for the steps of a schedule) strongly connected.
+    """
+
+    period = 1
+
+    def __init__(self, w, name: str = "custom", connected: bool = True):
+        w = np.array(w, dtype=np.float64)
+        if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] == 0:
+            raise TopologyError(f"W must be a non-empty square matrix, got shape {w.shape}")
+        if (w < -_TOL).any():
+            i, j = np.argwhere(w < -_TOL)[0]
+            raise TopologyError(f"W has a negative weight W[{i},{j}] = {w[i, j]:g}; weights must be >= 0")
+        for axis, what in ((1, "row"), (0, "column")):
+            sums = w.sum(axis=axis)
+            bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-8)
+            if bad.size:
+                raise TopologyError(
+                    f"{what} {bad[0]} of W sums to {sums[bad[0]]:.6g}, not 1; gossip needs a doubly "
+                    "stochastic W (try metropolis_hastings(adjacency) for irregular graphs)")
+        self.W = w
+        self.n = len(w)
+        self.name = name
+        if connected and not is_connected(w):
+            raise TopologyError(f"topology {name!r} is not connected: gossip cannot reach consensus")
+        self._in = [np.flatnonzero(w[i] > 0) for i in range(self.n)]
+        self._out = [np.flatnonzero(w[:, i] > 0) for i in range(self.n)]
+
+    def at(self, step: int) -> "Topology":
+        """The static topology used at ``step``: a static topology is itself."""
+        return self
+
+    def in_neighbors(self, i: int) -> list[int]:
+        """Nodes whose models node ``i`` receives (``W[i, j] > 0``, ``j != i``), ascending."""
+        return [int(j) for j in self._in[i] if j != i]
+
+    def out_neighbors(self, i: int) -> list[int]:
+        """Nodes that receive node ``i``'s model (``W[k, i] > 0``, ``k != i``), ascending."""
+        return [int(k) for k in self._out[i] if k != i]
+
+    def edges(self) -> frozenset:
+        """``{(j, i)}``: j's model flows to i. Two topologies with equal edges share a communicator."""
+        return frozenset((int(j), i) for i in range(self.n) for j in self.in_neighbors(i))
+
+    def __repr__(self):
+        return f"Topology({self.name!r}, n={self.n})"
+
+
+class Schedule(_OverNodes):
+    """A time-varying topology: ``at(step)`` computes the static topology of that step.
+
+    ``period`` is the length after which the sequence repeats (``None`` if it never does).
+    Every rank computes the same sequence from the same arguments, with no communication.
+    """
+
+    def __init__(self, n: int, step_fn, name: str, period: int | None):
+        self.n, self.name, self.period = n, name, period
+        self._step_fn = step_fn
+        self._cache: dict[int, Topology] = {}
+
+    def at(self, step: int) -> Topology:
+        key = step % self.period if self.period else step
+        topo = self._cache.get(key)
+        if topo is None:
+            topo = Topology(self._step_fn(key), name=f"{self.name}@{key}", connected=False)
+            if self.period:  # aperiodic schedules would grow the cache without bound
+                self._cache[key] = topo
+        return topo
+
+    def __repr__(self):
+        return f"Schedule({self.name!r}, n={self.n}, period={self.period})"
+
+
+# ---------------------------------------------------------------- builders
+
+
+def ring(n: int) -> Topology:
+    """Each node averages with its two ring neighbours, weights 1/3 (1/2 for n = 2)."""
+    return Topology(uniform_weights(_circulant(n, {1 % n, -1 % n} - {0})), name="ring")
+
+
+def torus(n: int, shape: tuple[int, int] | None = None) -> Topology:
+    """2-D periodic grid, rows x cols = n; default shape is the most square factorisation."""
+    if shape is None:
+        rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
+        shape = (rows, n // rows)
+    rows, cols = shape
+    if rows < 1 or cols < 1 or rows * cols != n:
+        raise TopologyError(f"torus shape {rows}x{cols} does not fit n={n}: rows*cols must equal n")
+    a = np.zeros((n, n))
+    for r in range(rows):
+        for c in range(cols):
+            for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                a[r * cols + c, ((r + dr) % rows) * cols + (c + dc) % cols] = 1.0
+    return Topology(uniform_weights(a), name=f"torus{rows}x{cols}")
+
+
+def _powers_of_two(n: int) -> list[int]:
+    """1, 2, 4, ... below n."""
+    return [2**k for k in range(max(1, math.ceil(math.log2(n))))] if n > 1 else []
+
+
+def exponential(n: int) -> Topology:
+    """Static exponential graph (directed): node i receives from i + 2^k, weights 1/(tau+1)."""
+    return Topology(uniform_weights(_circulant(n, _powers_of_two(n))), name="exponential")
+
+
+def symmetric_exponential(n: int) -> Topology:
+    """Undirected exponential graph: neighbours at i +- 2^k, uniform weights."""
+    offsets = {d % n for p in _powers_of_two(n) for d in (p, -p)} - {0}
+    return Topology(uniform_weights(_circulant(n, offsets)), name="symmetric_exponential")
+
+
+def hypercube(n: int) -> Topology:
+    """Neighbours differ in one bit; n must be a power of two."""
+    if n < 1 or n & (n - 1):
+        raise TopologyError(f"hypercube needs n a power of two, got n={n}")
+    a = np.zeros((n, n))
+    for p in _powers_of_two(n):
+        a[np.arange(n), np.arange(n) ^ p] = 1.0
+    return Topology(uniform_weights(a), name="hypercube")
+
+
+def complete(n: int) -> Topology:
+    """Exact averaging every step: ``W = 11^T / n``."""
+    return Topology(np.full((n, n), 1.0 / n), name="complete")
+
+
+def star(n: int) -> Topology:
+    """Node 0 is the hub; Metropolis-Hastings weights (the graph is irregular)."""
+    a = np.zeros((n, n))
+    a[0, 1:] = a[1:, 0] = 1.0
+    return Topology(metropolis_hastings(a), name="star")
+
+
+def from_networkx(graph: nx.Graph, weights: str = "metropolis") -> Topology:
+    """Nodes in sorted order become ranks 0..n-1; ``weights`` is 'metropolis' or 'uniform'."""
+    nodes = sorted(graph.nodes)
+    return _weighted(f"networkx:{graph.name or 'graph'}", nx.to_numpy_array(graph, nodelist=nodes), weights)
+
+
+def from_matrix(w, name: str = "custom") -> Topology:
+    """A user-given mixing matrix, checked as every topology is."""
+    return Topology(w, name=name)
+
+
+def one_peer_exponential(n: int) -> Schedule:
+    """At step t node i averages with node i + 2^(t mod tau), tau = ceil(log2 n), weights 1/2.
+
+    For n a power of two the product over one period is exact averaging.
+    """
+    offsets = _powers_of_two(n) or [0]
+
+    def step(t):
+        w = np.eye(n) / 2
+        w[np.arange(n), (np.arange(n) + offsets[t]) % n] += 0.5
+        return w
+
+    return Schedule(n, step, "one_peer_exponential", period=len(offsets))
+
+
+def random_matching(n: int, seed: int = 0) -> Schedule:
+    """At each step a random perfect matching (one node idle when n is odd), weights 1/2.
+
+    The matching of step t depends only on (seed, t), so all ranks agree without talking.
+    """
+
+    def step(t):
+        order = np.random.default_rng([seed, t]).permutation(n)
+        w = np.eye(n)
+        for a, b in zip(order[0::2], order[1::2]):
+            w[[a, a, b, b], [a, b, a, b]] = 0.5
+        return w
+
+    return Schedule(n, step, f"random_matching(seed={seed})", period=None)
+
+
+BUILDERS = {
+    "ring": ring, "torus": torus, "exponential": exponential,
+    "symmetric_exponential": symmetric_exponential, "hypercube": hypercube,
+    "complete": complete, "star": star, "one_peer_exponential": one_peer_exponential,
+    "random_matching": random_matching,
+}
+
+
+def build(name: str, n: int) -> Topology | Schedule:
+    """A topology by name (as on the command line)."""
+    if name not in BUILDERS:
+        raise TopologyError(f"unknown topology {name!r}; choose one of {', '.join(BUILDERS)}")
+    return BUILDERS[name](n)
+
+
+# ---------------------------------------------------------------- analysis
+
+
+def is_doubly_stochastic(w, tol: float = 1e-8) -> bool:
+    w = np.asarray(w)
+    return bool((w >= -tol).all() and np.allclose(w.sum(0), 1, atol=tol) and np.allclose(w.sum(1), 1, atol=tol))
+
+
+def is_symmetric(w, tol: float = 1e-12) -> bool:
+    return bool(np.allclose(w, np.asarray(w).T, atol=tol))
+
+
+def is_connected(w) -> bool:
+    """Strongly connected as a directed graph (edge j -> i where ``W[i, j] > 0``)."""
+    return nx.is_strongly_connected(nx.from_numpy_array((np.asarray(w) > 0).T, create_using=nx.DiGraph))
+
+
+def eigenvalues(w) -> np.ndarray:
+    """Eigenvalues of W sorted by real part, largest first."""
+    ev = np.linalg.eigvals(np.asarray(w))
+    return ev[np.argsort(-ev.real, kind="stable")]
+
+
+def lambda2(w) -> float:
+    """Second largest eigenvalue (real part); ``1 - lambda2`` is the gap of a symmetric W."""
+    return float(eigenvalues(w)[1].real) if len(w) > 1 else 0.0
+
+
+def lambda_min(w) -> float:
+    """Smallest eigenvalue (real part); D2 needs it above -1/3."""
+    return float(eigenvalues(w)[-1].real)
+
+
+def contraction(w) -> float:
+    """``rho = ||W - J||_2``: one gossip round shrinks the distance to the average by at least rho."""
+    w = np.asarray(w)
+    return float(np.linalg.norm(w - 1.0 / len(w), 2))
+
+
+def spectral_gap(w) -> float:
+    """``1 - ||W - J||_2``, positive for a connected doubly stochastic W with a self-loop."""
+    return 1.0 - contraction(w)
+
+
+def period_product(schedule, start: int = 0, steps: int | None = None) -> np.ndarray:
+    """``W_{start+steps-1} ... W_{start}``: the mixing of one period of a schedule."""
+    steps = steps or schedule.period or 1
+    p = np.eye(schedule.n)
+    for t in range(start, start + steps):
+        p = schedule.at(t).W @ p
+    return p
+
+
+def summary(topo) -> dict:
+    """Spectral figures of a topology, or of one period's product for a schedule."""
+    w = topo.W if isinstance(topo, Topology) else period_product(topo)
+    out = {"name": topo.name, "n": topo.n, "period": topo.period,
+           "doubly_stochastic": is_doubly_stochastic(w), "symmetric": is_symmetric(w),
+           "connected": is_connected(w), "contraction": contraction(w), "spectral_gap": spectral_gap(w)}
+    if isinstance(topo, Topology):
+        out.update(lambda2=lambda2(w), lambda_min=lambda_min(w))
+    return out
