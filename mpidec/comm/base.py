@@ -170,14 +170,14 @@ class Communicator(abc.ABC):
         return self._pool.take(buf.shape, buf.dtype, "cpu")
 
     def check_same_shapes(self, tensors, what: str = "parameter") -> None:
-        """Raise on every rank if the tensors' shapes or dtypes differ between ranks."""
-        mine = [(tuple(t.shape), str(t.dtype)) for t in tensors]
-        for rank, theirs in enumerate(self.allgather_object(mine)):
-            if theirs == mine:
-                continue
-            if len(theirs) != len(mine):
-                raise ValueError(f"rank {rank} has {len(theirs)} {what}s, rank {self.rank} has {len(mine)}: "
+        """Raise, with the same message on every rank, if shapes or dtypes differ between ranks."""
+        everyone = self.allgather_object([(tuple(t.shape), str(t.dtype)) for t in tensors])
+        first = everyone[0]
+        for rank, theirs in enumerate(everyone):
+            if len(theirs) != len(first):
+                raise ValueError(f"rank 0 has {len(first)} {what}s but rank {rank} has {len(theirs)}: "
                                  "every rank must build the same model")
-            i = next(i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b)
-            raise ValueError(f"{what} {i} is {theirs[i]} on rank {rank} but {mine[i]} on rank {self.rank}: "
-                             "every rank must build the same model")
+            for i, (a, b) in enumerate(zip(first, theirs)):
+                if a != b:
+                    raise ValueError(f"{what} {i} is {a} on rank 0 but {b} on rank {rank}: "
+                                     "every rank must build the same model")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import threading
 
+import torch
+
 from .base import Communicator
 
 
@@ -24,7 +26,7 @@ class SimulatorAborted(RuntimeError):
 
 
 class _Collective:
-    """What every node posted for one collective, and how many have read it."""
+    """What every node posted for one collective, and how many have read it (the last frees it)."""
 
     def __init__(self, n: int):
         self.items = [None] * n
@@ -89,13 +91,10 @@ class Simulator:
         return coll.items
 
     def _done(self, seq: int, coll: _Collective) -> None:
-        """Wait until every node has read, so no node reuses a buffer another still reads."""
         with self._cond:
             coll.read += 1
             if coll.read == self.n:
                 del self._collectives[seq]
-                self._cond.notify_all()
-        self._wait_for(lambda: coll.read == self.n)
 
     def _wait_for(self, predicate) -> None:
         with self._cond:
@@ -116,7 +115,13 @@ class SimCommunicator(Communicator):
         self._seq = 0
 
     def _collective(self, item, combine):
-        """Post ``item``; the request's ``wait()`` returns ``combine(all items)``."""
+        """Post ``item``; the request's ``wait()`` returns ``combine(all items)``.
+
+        Tensors are posted as copies, so the poster may reuse its buffer as soon as its
+        own ``wait()`` returns, while slower nodes still read (MPI's buffer semantics).
+        """
+        if isinstance(item, torch.Tensor):
+            item = item.clone()
         seq, self._seq = self._seq, self._seq + 1
         coll = self._world._post(seq, self.rank, item)
 
@@ -137,7 +142,6 @@ class SimCommunicator(Communicator):
 
     def _start_allreduce(self, buf):
         request = self._collective(buf, _sum_in_rank_order)
-        # written only after every node has read every buffer (``_done``)
         return _Request(lambda: buf.copy_(request.wait()))
 
     def allreduce_scalar(self, value, op="sum"):
