@@ -49,13 +49,13 @@ class Simulator:
         self._failure: tuple[int, BaseException] | None = None
         self.comms = [SimCommunicator(self, rank, topology, cuda_aware) for rank in range(n)]
 
-    def run(self, fn, *args) -> list:
-        """Call ``fn(comm, *args)`` on every node in parallel; return the results in rank order."""
+    def run(self, fn, *args, **kwargs) -> list:
+        """Call ``fn(comm, *args, **kwargs)`` on every node in parallel; return the results in rank order."""
         results = [None] * self.n
 
         def node(rank):
             try:
-                results[rank] = fn(self.comms[rank], *args)
+                results[rank] = fn(self.comms[rank], *args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - every failure must stop the others
                 with self._cond:
                     if self._failure is None:

@@ -1,0 +1,22 @@
+"""The algorithms, one ``torch.optim.Optimizer`` each (update rules in their docstrings)."""
+
+from .base import DecentralizedOptimizer
+from .d2 import D2
+from .decentlam import DecentLaM
+from .dmsgd import DSGD, DmSGD
+from .localsgd import LocalSGD
+from .pmsgd import PmSGD
+from .qgdmsgd import QGDmSGD
+
+ALGORITHMS = {cls.__name__: cls for cls in (DSGD, DmSGD, DecentLaM, QGDmSGD, D2, LocalSGD, PmSGD)}
+
+
+def by_name(name: str):
+    """The optimizer class called ``name`` (case-insensitive), with a clear error otherwise."""
+    for key, cls in ALGORITHMS.items():
+        if key.lower() == name.lower():
+            return cls
+    raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
+
+
+__all__ = [*ALGORITHMS, "DecentralizedOptimizer", "ALGORITHMS", "by_name"]

@@ -1,0 +1,102 @@
+"""What every mpidec optimizer shares: arguments, the communicator, the step counter.
+
+An optimizer is a ``torch.optim.Optimizer``; ``step()`` does one whole iteration on this
+rank - the local computation and its communication. Subclasses write the update rule
+in ``_update()``; a parameter without a gradient in a step takes no local gradient step
+(as in ``torch.optim.SGD``) but still takes part in every exchange, so the fused buffers
+have the same layout on every rank.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim import Optimizer
+
+
+class DecentralizedOptimizer(Optimizer):
+    """Base class. ``comm``: a :class:`mpidec.comm.Communicator` (default: the MPI one over
+    the world); ``topology``: the graph gossiped over (default: the communicator's, which
+    is the static exponential graph over the world)."""
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
+                 comm=None, **specific):
+        if not lr >= 0.0:
+            raise ValueError(f"invalid learning rate {lr}: must be >= 0")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"invalid momentum {momentum}: must be in [0, 1)")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"invalid weight_decay {weight_decay}: must be >= 0")
+        if nesterov and momentum == 0.0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, **specific)
+        super().__init__(params, defaults)
+        if comm is None:
+            from ..comm import MPICommunicator
+
+            comm = MPICommunicator(topology)
+        self.comm = comm
+        self.topology = topology if topology is not None else comm.topology
+        self.topology.check_size(comm.size)
+        self.steps = 0
+        comm.check_same_shapes(self.params)
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """All parameters, in group order: the layout of every exchange."""
+        return [p for group in self.param_groups for p in group["params"]]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One iteration: local update and communication (see the class docstring)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._update()
+        self.steps += 1
+        return loss
+
+    def _update(self) -> None:
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- pieces of update rules
+
+    def _buffer(self, p, name) -> torch.Tensor:
+        """Per-parameter state tensor ``name``, zeros on first use (saved in state_dict)."""
+        state = self.state[p]
+        if name not in state:
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state[name]
+
+    @staticmethod
+    def _gradient(p, group) -> torch.Tensor:
+        """``g = grad f(x) + weight_decay * x`` (zero when the parameter has no gradient)."""
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        return g.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else g
+
+    def _momentum_direction(self, p, g, group) -> torch.Tensor:
+        """``m <- beta m + g``; returns ``m`` (heavy ball) or ``g + beta m`` (Nesterov)."""
+        beta = group["momentum"]
+        if beta == 0.0:
+            return g
+        m = self._buffer(p, "momentum_buffer").mul_(beta).add_(g)
+        return g.add(m, alpha=beta) if group["nesterov"] else m
+
+    def _local_sgd_step(self) -> None:
+        """``x <- x - lr * d`` with the momentum direction, for parameters with a gradient."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(self._momentum_direction(p, self._gradient(p, group), group), alpha=-group["lr"])
+
+    # -------------------------------------------------------------- checkpoints
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["steps"] = self.steps
+        return state
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        self.steps = state_dict.pop("steps", 0)
+        super().load_state_dict(state_dict)

@@ -1,0 +1,43 @@
+"""DecentLaM: decentralized momentum SGD without the momentum-amplified bias (Yuan et al. 2021)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import DecentralizedOptimizer
+
+
+class DecentLaM(DecentralizedOptimizer):
+    r"""Decentralized large-batch momentum SGD::
+
+        S    = X - lr G
+        Ghat = (X - W S) / lr               (the gossip-corrected gradient)
+        M    = beta M + Ghat
+        X+   = X - lr M                     (Nesterov: X+ = X - lr (Ghat + beta M))
+
+    equivalently ``X+ = W (X - lr G) + beta (X - X_prev)``. Its fixed point solves
+    ``(I - W) X + lr W grad F(X) = 0`` whatever beta (DmSGD's grows like 1/(1 - beta)).
+    Sent per step: one model. Memory: momentum plus one scratch model.
+    In place: with ``WS`` the gossiped ``S``, ``X = WS + lr Ghat``, so
+    ``X+ = WS + lr (Ghat - d)`` with ``d`` the momentum direction.
+    """
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None):
+        if lr == 0:
+            raise ValueError("DecentLaM divides by lr: it must be > 0")
+        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm)
+        self._x = {}  # scratch: X before the step, then Ghat (not part of the state)
+
+    def _update(self):
+        pairs = [(p, group) for group in self.param_groups for p in group["params"]]
+        for p, group in pairs:
+            x = self._x.setdefault(p, torch.empty_like(p))
+            x.copy_(p)
+            if p.grad is not None:
+                p.add_(self._gradient(p, group), alpha=-group["lr"])      # p = S
+        self.comm.neighbor_average(self.params, self.steps, self.topology)  # p = W S
+        for p, group in pairs:
+            ghat = self._x[p].sub_(p).div_(group["lr"])                    # (X - W S) / lr
+            d = self._momentum_direction(p, ghat, group)
+            if d is not ghat:                                              # beta = 0: X+ = W S
+                p.add_(ghat.sub_(d), alpha=group["lr"])
