@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import traceback
 
 _installed = False
@@ -56,6 +57,7 @@ def abort(message: str, code: int = 1) -> None:
     sys.stderr.write(f"{rank_tag()} {message}\n")
     sys.stderr.flush()
     sys.stdout.flush()
+    time.sleep(0.5)  # let mpiexec forward this rank's output before it kills the job
     MPI.COMM_WORLD.Abort(code)
     os._exit(code)  # Abort does not return; this is for an MPI that ignores it
 

@@ -16,6 +16,7 @@ import faulthandler
 import os
 import sys
 import threading
+import time
 
 import pytest
 
@@ -26,6 +27,7 @@ def _under_mpi(config) -> bool:
     return bool(config.getoption("--with-mpi", default=False))
 
 
+@pytest.hookimpl(trylast=True)  # after the terminal reporter is registered
 def pytest_configure(config):
     if not _under_mpi(config):
         return
@@ -38,12 +40,18 @@ def pytest_configure(config):
             config.pluginmanager.unregister(reporter)
 
 
-def _abort(message: str) -> None:
+def _abort(config, message: str, stacks: bool = False) -> None:
     from mpi4py import MPI
 
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture()  # pytest holds fd 2 during a test: write to the real one
+    if stacks:
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
     comm = MPI.COMM_WORLD
     sys.stderr.write(f"\n[rank {comm.Get_rank()}/{comm.Get_size()}] {message}\n")
     sys.stderr.flush()
+    time.sleep(1)  # let mpiexec forward this rank's output before it kills the job
     comm.Abort(1)
 
 
@@ -54,9 +62,8 @@ def pytest_runtest_protocol(item, nextitem):
         return
 
     def on_timeout():
-        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-        _abort(f"{item.nodeid} ran longer than {TEST_TIMEOUT:g}s (MPIDEC_TEST_TIMEOUT): "
-               "deadlock? stacks above; aborting the job")
+        _abort(item.config, f"{item.nodeid} ran longer than {TEST_TIMEOUT:g}s (MPIDEC_TEST_TIMEOUT): "
+               "deadlock? stacks above; aborting the job", stacks=True)
 
     watchdog = threading.Timer(TEST_TIMEOUT, on_timeout)
     watchdog.daemon = True
@@ -72,5 +79,5 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if _under_mpi(item.config) and report.failed:
-        _abort(f"FAILED {item.nodeid} ({report.when}); aborting the job so no rank waits forever:\n"
+        _abort(item.config, f"FAILED {item.nodeid} ({report.when}); aborting the job so no rank waits forever:\n"
                f"{report.longreprtext}")

@@ -1,0 +1,114 @@
+"""Communication on 4 real MPI ranks, checked against dense W @ X and the simulator."""
+
+import numpy as np
+import pytest
+import torch
+
+from mpidec import topology as T
+from oracles import assert_rows_match, dense_gossip, node_tensors
+
+pytestmark = pytest.mark.mpi(min_size=2)
+
+
+@pytest.fixture(scope="module")
+def world():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+def test_raw_neighbourhood_collective_gives_exact_numbers(world):
+    """mpi4py alone: a ring graph communicator gathers exactly the neighbours' values."""
+    rank, n = world.Get_rank(), world.Get_size()
+    left, right = (rank - 1) % n, (rank + 1) % n
+    graph = world.Create_dist_graph_adjacent([left, right], [left, right], reorder=False)
+    recv = np.zeros(2)
+    graph.Ineighbor_allgather(np.array([10.0 * rank]), recv).Wait()
+    graph.Free()
+    assert recv.tolist() == [10.0 * left, 10.0 * right]
+
+
+def test_horovod_allreduce_gives_exact_numbers(world):
+    hvd = pytest.importorskip("horovod.torch", reason="Horovod skipped at setup (MPIDEC_SKIP_HOROVOD=1)")
+    hvd.init(comm=world)
+    n = world.Get_size()
+    out = hvd.allreduce(torch.arange(5, dtype=torch.float64) * (world.Get_rank() + 1), op=hvd.Sum)
+    assert out.tolist() == (np.arange(5) * n * (n + 1) / 2).tolist()
+
+
+@pytest.fixture(scope="module")
+def comm():
+    from mpidec.comm import MPICommunicator
+
+    return MPICommunicator()
+
+
+@pytest.mark.parametrize("name", list(T.BUILDERS))
+def test_neighbour_average_equals_dense_for_every_builder(comm, name):
+    topo = T.build(name, comm.size) if name != "hypercube" or comm.size & (comm.size - 1) == 0 else None
+    if topo is None:
+        pytest.skip("hypercube needs a power-of-two world")
+    models = node_tensors(comm.size, seed=11)
+    expected = dense_gossip(models, topo, range(7))
+    for step in range(7):
+        comm.neighbor_average(models[comm.rank], step=step, topology=topo)
+    assert_rows_match(models, expected, [comm.rank])
+
+
+def test_mpi_equals_simulator_bit_for_bit(comm):
+    from mpidec.comm import Simulator
+
+    topo = T.one_peer_exponential(comm.size)
+    mine, simulated = node_tensors(comm.size, seed=12), node_tensors(comm.size, seed=12)
+    for step in range(5):
+        comm.neighbor_average(mine[comm.rank], step=step, topology=topo)
+    Simulator(comm.size, topo).run(lambda c: [c.neighbor_average(simulated[c.rank], step=s) for s in range(5)])
+    for a, b in zip(mine[comm.rank], simulated[comm.rank]):
+        assert torch.equal(a, b)
+
+
+def test_exchanges_in_flight_together(comm):
+    topo = T.ring(comm.size)
+    a, b = node_tensors(comm.size, seed=13), node_tensors(comm.size, seed=14)
+    want_a, want_b = dense_gossip(a, topo, [0]), dense_gossip(b, topo, [0])
+    ha = comm.neighbor_average_async(a[comm.rank], topology=topo)
+    hb = comm.neighbor_average_async(b[comm.rank], topology=topo)
+    hb.wait()
+    ha.wait()
+    assert_rows_match(a, want_a, [comm.rank])
+    assert_rows_match(b, want_b, [comm.rank])
+
+
+def test_time_varying_schedule_reuses_graph_communicators(comm):
+    sched = T.one_peer_exponential(comm.size)
+    before = len(comm._graphs)
+    x = [torch.zeros(3, dtype=torch.float64)]
+    for step in range(4 * sched.period):
+        comm.neighbor_average(x, step=step, topology=sched)
+    assert len(comm._graphs) - before <= sched.period
+
+
+@pytest.mark.parametrize("backend", ["mpi", "auto"])
+def test_allreduce_mean_and_scalars(world, backend):
+    from mpidec.comm import MPICommunicator
+
+    c = MPICommunicator(allreduce=backend)
+    n, r = c.size, c.rank
+    xs = [torch.full((3,), float(r), dtype=torch.float64), torch.full((2, 2), float(2 * r))]
+    c.allreduce(xs)
+    assert xs[0].tolist() == [(n - 1) / 2] * 3 and xs[1].flatten().tolist() == [float(n - 1)] * 4
+    assert c.allreduce_scalar(r, "sum") == n * (n - 1) / 2
+    assert c.allreduce_scalar(r, "max") == n - 1 and c.allreduce_scalar(r, "mean") == (n - 1) / 2
+
+
+def test_shape_mismatch_is_named_on_every_rank(comm):
+    shapes = [torch.zeros(3), torch.zeros(4 if comm.rank != 1 else 6)]
+    with pytest.raises(ValueError, match=r"parameter 1 is \(\(4,\), 'torch.float32'\) on rank 0 but \(\(6,\)"):
+        comm.check_same_shapes(shapes)
+
+
+def test_topology_of_the_wrong_size_is_refused(comm):
+    from mpidec.comm import MPICommunicator
+
+    with pytest.raises(T.TopologyError, match=f"has {comm.size + 1} nodes but the job has {comm.size} ranks"):
+        MPICommunicator(T.ring(comm.size + 1))

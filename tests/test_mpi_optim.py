@@ -1,0 +1,31 @@
+"""Every optimizer on 4 real MPI ranks equals the dense recursion and the simulator."""
+
+import numpy as np
+import pytest
+
+from mpidec import topology as T
+from mpidec.comm import Simulator
+from oracles import ALGORITHM_CASES, LeastSquares, dense_trajectory
+
+pytestmark = pytest.mark.mpi(min_size=2)
+LR, STEPS = 0.05, 110
+
+
+@pytest.fixture(scope="module")
+def comm():
+    from mpidec.comm import MPICommunicator
+
+    return MPICommunicator()
+
+
+@pytest.mark.parametrize("algorithm, kwargs", ALGORITHM_CASES, ids=lambda c: str(c))
+@pytest.mark.parametrize("topology", ["ring", "random_matching"])
+def test_mpi_trajectory_equals_dense_and_simulator(comm, algorithm, kwargs, topology):
+    n = comm.size
+    topo = T.build(topology, n)
+    problem = LeastSquares(n, seed=21)
+    mine, _ = problem.worker(comm, algorithm, STEPS, lr=LR, topology=topo, **kwargs)
+    want = dense_trajectory(problem, algorithm, topo, STEPS, LR, **kwargs)[comm.rank]
+    np.testing.assert_allclose(mine, want, rtol=1e-10, atol=1e-10)
+    simulated = Simulator(n, topo).run(problem.worker, algorithm, STEPS, lr=LR, topology=topo, **kwargs)
+    np.testing.assert_allclose(mine, simulated[comm.rank][0], rtol=1e-12, atol=1e-12)
