@@ -71,13 +71,18 @@ class BufferPool:
     def __init__(self, pin_memory: bool = False):
         self._free = defaultdict(list)
         self._pin = pin_memory
+        self.allocations = 0      # buffers created so far: flat in steady state
+        self.allocated_bytes = 0  # their total size: the extra memory of the exchanges
 
     def take(self, shape, dtype, device) -> torch.Tensor:
         key = (tuple(shape), dtype, torch.device(device))
         if self._free[key]:
             return self._free[key].pop()
         pin = self._pin and key[2].type == "cpu" and torch.cuda.is_available()
-        return torch.empty(shape, dtype=dtype, device=device, pin_memory=pin)
+        buf = torch.empty(shape, dtype=dtype, device=device, pin_memory=pin)
+        self.allocations += 1
+        self.allocated_bytes += buf.numel() * buf.element_size()
+        return buf
 
     def give(self, buf: torch.Tensor) -> None:
         self._free[(tuple(buf.shape), buf.dtype, buf.device)].append(buf)

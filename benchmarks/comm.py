@@ -1,0 +1,133 @@
+"""Neighbour averaging against raw MPI and allreduce, same run, same bytes.
+
+    mpiexec -n 4 python benchmarks/comm.py [--out results/comm.json] [--plot docs/figures/comm.png]
+
+For each payload (float32, 1 KB to 100 MB) and each method, every rank times ``reps``
+repetitions between barriers; the figure is the median over repetitions of the slowest
+rank. Methods:
+
+- ``mpidec_ring``, ``mpidec_exponential``: ``MPICommunicator.neighbor_average``
+  (pack, ``Ineighbor_allgather``, fused combine into the tensor);
+- ``raw_ring``: mpi4py ``Isend``/``Irecv`` of the same bytes to the two ring neighbours
+  plus a minimal three-term combine (``x*w0 + a*w1 + b*w2``): the baseline;
+- ``mpi_allreduce``, ``horovod_allreduce``: the centralized alternative on the same buffer.
+
+Also recorded: mpidec's extra memory per exchange (bytes of exchange buffers over the
+payload; the target is at most in-degree + 1) and whether steady-state steps allocate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import mpidec
+from mpidec import topology
+from mpidec.atomic import save_figure, write_json
+from mpidec.comm import MPICommunicator
+
+PAYLOADS = [1 << 10, 16 << 10, 256 << 10, 4 << 20, 32 << 20, 100 << 20]
+
+
+def timed(world, fn, reps):
+    """Median over reps of the slowest rank's time for ``fn()``, in seconds."""
+    fn()  # warm-up: graph communicators, buffers, Horovod negotiation
+    samples = []
+    for _ in range(reps):
+        world.Barrier()
+        t0 = time.perf_counter()
+        fn()
+        samples.append(world.allreduce(time.perf_counter() - t0, op=mpi_max()))
+    return statistics.median(samples)
+
+
+def mpi_max():
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def raw_ring(world, x, recv, w):
+    """The baseline: Isend/Irecv to both ring neighbours, then x <- w0 x + w1 a + w2 b."""
+    from mpi4py import MPI
+
+    n, r = world.Get_size(), world.Get_rank()
+    left, right = (r - 1) % n, (r + 1) % n
+    xs = x.numpy()
+    reqs = [world.Irecv(recv[0].numpy(), source=left), world.Irecv(recv[1].numpy(), source=right),
+            world.Isend(xs, dest=left), world.Isend(xs, dest=right)]
+    MPI.Request.Waitall(reqs)
+    x.mul_(w[0]).add_(recv[0], alpha=w[1]).add_(recv[1], alpha=w[2])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="results/comm.json")
+    parser.add_argument("--plot", default="docs/figures/comm.png")
+    parser.add_argument("--max-bytes", type=int, default=PAYLOADS[-1])
+    args = parser.parse_args()
+
+    world = mpidec.init()
+    n, rank = world.Get_size(), world.Get_rank()
+    ring, expo = topology.ring(n), topology.exponential(n)
+    comm = MPICommunicator(ring)
+    mpi_comm = MPICommunicator(ring, allreduce="mpi")
+    rows = []
+    for nbytes in [p for p in PAYLOADS if p <= args.max_bytes]:
+        numel = nbytes // 4
+        reps = max(5, min(200, int(2e8 // max(nbytes, 1 << 16))))
+        x = torch.randn(numel)
+        recv = torch.empty(2, numel)
+        w = ring.W[rank, [rank, (rank - 1) % n, (rank + 1) % n]].tolist()
+        allocs_before, bytes_before = comm._pool.allocations, comm._pool.allocated_bytes
+        row = {"bytes": nbytes, "reps": reps,
+               "mpidec_ring": timed(world, lambda: comm.neighbor_average([x]), reps)}
+        steady_allocs = comm._pool.allocations - allocs_before - 1  # the first call allocates once
+        extra_bytes = comm._pool.allocated_bytes - bytes_before
+        row["mpidec_exponential"] = timed(world, lambda: comm.neighbor_average([x], topology=expo), reps)
+        row["raw_ring"] = timed(world, lambda: raw_ring(world, x, recv, w), reps)
+        row["mpi_allreduce"] = timed(world, lambda: mpi_comm.allreduce([x]), reps)
+        if comm.allreduce_backend == "horovod":
+            row["horovod_allreduce"] = timed(world, lambda: comm.allreduce([x]), reps)
+        row["ratio_ring_vs_raw"] = row["mpidec_ring"] / row["raw_ring"]
+        row["extra_us_ring_vs_raw"] = (row["mpidec_ring"] - row["raw_ring"]) * 1e6
+        row["extra_memory_over_payload"] = extra_bytes / nbytes  # target: <= in-degree + 1 = 3
+        row["steady_state_allocations"] = steady_allocs
+        rows.append(row)
+        if rank == 0:
+            print(f"{nbytes:>10} B  ring {row['mpidec_ring'] * 1e3:8.3f} ms  raw {row['raw_ring'] * 1e3:8.3f} ms  "
+                  f"(x{row['ratio_ring_vs_raw']:.2f}, {row['extra_us_ring_vs_raw']:+.0f} us)  "
+                  f"expo {row['mpidec_exponential'] * 1e3:8.3f} ms  mpi-allreduce {row['mpi_allreduce'] * 1e3:8.3f} ms"
+                  + (f"  hvd {row['horovod_allreduce'] * 1e3:8.3f} ms" if "horovod_allreduce" in row else ""),
+                  flush=True)
+    if rank == 0:
+        result = {"ranks": n, "dtype": "float32", "pool_bytes": comm._pool.allocated_bytes, "rows": rows}
+        write_json(args.out, result)
+        plot(rows, args.plot, n)
+        print(f"wrote {args.out} and {args.plot}")
+
+
+def plot(rows, path, n):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sizes = [r["bytes"] for r in rows]
+    for key in ("mpidec_ring", "raw_ring", "mpidec_exponential", "mpi_allreduce", "horovod_allreduce"):
+        if all(key in r for r in rows):
+            ax.loglog(sizes, [r[key] * 1e3 for r in rows], marker="o", label=key)
+    ax.set_xlabel("payload per rank (bytes)")
+    ax.set_ylabel("time per exchange (ms, median of slowest rank)")
+    ax.set_title(f"gossip vs allreduce, {n} ranks")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()
