@@ -2,8 +2,8 @@
 
 A backend (MPI or the in-process simulator) supplies four transport primitives:
 
-- ``_start_neighbor_allgather(topo, send, recv)``: row ``r`` of ``recv`` receives the
-  ``send`` buffer of in-neighbour ``topo.in_neighbors(rank)[r]``; returns a request;
+- ``_start_neighbor_allgather(plan, send, recv)``: row ``r`` of ``recv`` receives the
+  ``send`` buffer of in-neighbour ``plan.sources[r]``; returns a request;
 - ``_start_allreduce(buf)``: in-place sum of ``buf`` over all ranks; returns a request;
 - ``allreduce_scalar(value, op)`` and ``allgather_object(obj)``: blocking, for metrics
   and checks off the hot path.
@@ -58,13 +58,13 @@ class Communicator(abc.ABC):
         self.topology = topology
         self.cuda_aware = cuda_aware
         self._pool = fusion.BufferPool(pin_memory=True)
-        self._weights = weakref.WeakKeyDictionary()  # topology -> {(dtype, device): w}
+        self._plans = weakref.WeakKeyDictionary()  # static topology -> _Plan
 
     # ------------------------------------------------------------ transport primitives
 
     @abc.abstractmethod
-    def _start_neighbor_allgather(self, topo, send: torch.Tensor, recv: torch.Tensor):
-        """Start filling ``recv[r]`` with in-neighbour r's ``send``; return a request."""
+    def _start_neighbor_allgather(self, plan: "_Plan", send: torch.Tensor, recv: torch.Tensor):
+        """Start filling ``recv[r]`` with the ``send`` of ``plan.sources[r]``; return a request."""
 
     @abc.abstractmethod
     def _start_allreduce(self, buf: torch.Tensor):
@@ -86,9 +86,8 @@ class Communicator(abc.ABC):
         Returns a :class:`Handle`; the tensors hold the average after ``wait()`` and must
         not be written before. Tensors are fused into one buffer per dtype and device.
         """
-        topo = (topology or self.topology).at(step)
-        sources = topo.in_neighbors(self.rank)
-        finishers = [self._start_group(group, topo, sources) for group in fusion.groups(tensors)]
+        plan = self._plan((topology or self.topology).at(step))
+        finishers = [self._start_group(group, plan) for group in fusion.groups(tensors)]
 
         def finish():
             for finish_group in finishers:
@@ -99,17 +98,23 @@ class Communicator(abc.ABC):
     def neighbor_average(self, tensors, step: int = 0, topology=None) -> None:
         self.neighbor_average_async(tensors, step, topology).wait()
 
-    def _start_group(self, group, topo, sources):
+    def _plan(self, topo) -> "_Plan":
+        plan = self._plans.get(topo)
+        if plan is None:
+            plan = self._plans[topo] = _Plan(topo, self.rank)
+        return plan
+
+    def _start_group(self, group, plan):
         dtype, device = group[0].dtype, group[0].device
         if not dtype.is_floating_point:
             raise TypeError(f"neighbour averaging needs floating-point tensors, got {dtype}")
-        m = self._pool.take((len(sources) + 1, fusion.numel(group)), dtype, device)
+        m = self._pool.take((len(plan.sources) + 1, fusion.numel(group)), dtype, device)
         fusion.pack(group, out=m[0])
         wire = self._staging(m)
         if wire is not m:
             wire[0].copy_(m[0])
-        request = self._start_neighbor_allgather(topo, wire[0], wire[1:])
-        w = self._weight_row(topo, sources, dtype, device)
+        request = self._start_neighbor_allgather(plan, wire[0], wire[1:])
+        w = plan.weights(dtype, device)
 
         def finish():
             request.wait()
@@ -120,15 +125,6 @@ class Communicator(abc.ABC):
             self._pool.give(m)
 
         return finish
-
-    def _weight_row(self, topo, sources, dtype, device) -> torch.Tensor:
-        """``(W[i, i], W[i, j_1], ..., W[i, j_k])`` as a tensor, cached per topology."""
-        cache = self._weights.setdefault(topo, {})
-        key = (dtype, device)
-        if key not in cache:
-            row = topo.W[self.rank, [self.rank, *sources]]
-            cache[key] = torch.as_tensor(row, dtype=dtype, device=device)
-        return cache[key]
 
     # ------------------------------------------------------------ allreduce
 
@@ -181,3 +177,23 @@ class Communicator(abc.ABC):
                 if a != b:
                     raise ValueError(f"{what} {i} is {a} on rank 0 but {b} on rank {rank}: "
                                      "every rank must build the same model")
+
+
+class _Plan:
+    """What one rank needs to gossip over one static topology, computed once per topology:
+    its in-neighbours, the edge set (the key of the MPI graph communicator) and its row of W
+    as a tensor per dtype and device."""
+
+    def __init__(self, topo, rank: int):
+        self.topo, self.rank = topo, rank
+        self.sources = topo.in_neighbors(rank)
+        self.edges = topo.edges()
+        self._weights = {}
+
+    def weights(self, dtype, device) -> torch.Tensor:
+        """``(W[i, i], W[i, j_1], ..., W[i, j_k])``: the combine's coefficients."""
+        w = self._weights.get((dtype, device))
+        if w is None:
+            row = self.topo.W[self.rank, [self.rank, *self.sources]]
+            w = self._weights[(dtype, device)] = torch.as_tensor(row, dtype=dtype, device=device)
+        return w

@@ -51,32 +51,46 @@ class MPICommunicator(Communicator):
     def __init__(self, topology=None, comm=None, allreduce: str = "auto", max_graphs: int = 64):
         self.comm = comm if comm is not None else runtime.init()
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), topology, cuda_aware())
-        self._graphs: OrderedDict = OrderedDict()
+        self._graphs: OrderedDict = OrderedDict()  # edge set -> graph communicator (LRU)
+        self._specs: dict = {}                      # buffer -> mpi4py buffer spec
         self._max_graphs = max_graphs
         self._allreduce_choice = allreduce
         self._allreduce_backend = None
 
     def graph_comm(self, topo):
-        """The distributed-graph communicator of a static topology (collective on a miss).
+        """The distributed-graph communicator of a static topology (collective on a miss)."""
+        return self._graph_comm(self._plan(topo))
+
+    def _graph_comm(self, plan):
+        """Graph communicators by edge set, least recently used freed first.
 
         Every rank sees the same sequence of topologies, so hits, misses and evictions
         happen at the same calls on every rank, as the collective creation requires.
         """
-        key = topo.edges()
-        graph = self._graphs.get(key)
+        graph = self._graphs.get(plan.edges)
         if graph is not None:
-            self._graphs.move_to_end(key)
+            self._graphs.move_to_end(plan.edges)
             return graph
-        topo.check_size(self.size)
+        plan.topo.check_size(self.size)
         graph = self.comm.Create_dist_graph_adjacent(
-            topo.in_neighbors(self.rank), topo.out_neighbors(self.rank), reorder=False)
-        self._graphs[key] = graph
+            plan.sources, plan.topo.out_neighbors(self.rank), reorder=False)
+        self._graphs[plan.edges] = graph
         if len(self._graphs) > self._max_graphs:
             self._graphs.popitem(last=False)[1].Free()
         return graph
 
-    def _start_neighbor_allgather(self, topo, send, recv):
-        return self.graph_comm(topo).Ineighbor_allgather(as_mpi_bytes(send), as_mpi_bytes(recv, len(recv)))
+    def _start_neighbor_allgather(self, plan, send, recv):
+        return self._graph_comm(plan).Ineighbor_allgather(self._spec(send), self._spec(recv, len(recv)))
+
+    def _spec(self, t: torch.Tensor, rows: int = 1):
+        """``as_mpi_bytes``, cached: exchange buffers come back from the pool step after step."""
+        key = (t.data_ptr(), t.numel(), t.dtype, rows)
+        spec = self._specs.get(key)
+        if spec is None:
+            if len(self._specs) > 1024:
+                self._specs.clear()
+            spec = self._specs[key] = as_mpi_bytes(t, rows)
+        return spec
 
     def _start_allreduce(self, buf):
         if self._allreduce_backend is None:

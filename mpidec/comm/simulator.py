@@ -133,9 +133,9 @@ class SimCommunicator(Communicator):
 
         return _Request(finish)
 
-    def _start_neighbor_allgather(self, topo, send, recv):
+    def _start_neighbor_allgather(self, plan, send, recv):
         def combine(items):
-            for row, j in enumerate(topo.in_neighbors(self.rank)):
+            for row, j in enumerate(plan.sources):
                 recv[row].copy_(items[j])
 
         return self._collective(send, combine)
