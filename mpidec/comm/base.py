@@ -80,23 +80,25 @@ class Communicator(abc.ABC):
 
     # ------------------------------------------------------------ neighbour averaging
 
-    def neighbor_average_async(self, tensors, step: int = 0, topology=None) -> Handle:
+    def neighbor_average_async(self, tensors, step: int = 0, topology=None, measure: bool = False) -> Handle:
         """Start ``x_i <- sum_j W[i, j] x_j`` for every tensor, with W = ``topology.at(step)``.
 
         Returns a :class:`Handle`; the tensors hold the average after ``wait()`` and must
         not be written before. Tensors are fused into one buffer per dtype and device.
+        With ``measure``, ``wait()`` returns ``||x_i - sum_j W[i, j] x_j||^2`` summed over the
+        tensors (this rank's part of the cheap consensus estimate; no extra exchange).
         """
         plan = self._plan((topology or self.topology).at(step))
-        finishers = [self._start_group(group, plan) for group in fusion.groups(tensors)]
+        finishers = [self._start_group(group, plan, measure) for group in fusion.groups(tensors)]
 
         def finish():
-            for finish_group in finishers:
-                finish_group()
+            residuals = [finish_group() for finish_group in finishers]
+            return sum(residuals) if measure else None
 
         return Handle(finish)
 
-    def neighbor_average(self, tensors, step: int = 0, topology=None) -> None:
-        self.neighbor_average_async(tensors, step, topology).wait()
+    def neighbor_average(self, tensors, step: int = 0, topology=None, measure: bool = False):
+        return self.neighbor_average_async(tensors, step, topology, measure).wait()
 
     def _plan(self, topo) -> "_Plan":
         plan = self._plans.get(topo)
@@ -104,7 +106,7 @@ class Communicator(abc.ABC):
             plan = self._plans[topo] = _Plan(topo, self.rank)
         return plan
 
-    def _start_group(self, group, plan):
+    def _start_group(self, group, plan, measure):
         dtype, device = group[0].dtype, group[0].device
         if not dtype.is_floating_point:
             raise TypeError(f"neighbour averaging needs floating-point tensors, got {dtype}")
@@ -121,10 +123,20 @@ class Communicator(abc.ABC):
             if wire is not m:
                 m[1:].copy_(wire[1:])
                 self._pool.give(wire)
+            residual = self._residual(m, plan) if measure else None
             fusion.combine_into(group, m, w)
             self._pool.give(m)
+            return residual
 
         return finish
+
+    def _residual(self, m, plan) -> float:
+        """``||x_i - sum_j W[i, j] x_j||^2 = ||(e_0 - w) @ M||^2``, one pass over M."""
+        r = self._pool.take(m.shape[1:], m.dtype, m.device)
+        torch.mv(m.t(), plan.residual_weights(m.dtype, m.device), out=r)
+        value = torch.linalg.vector_norm(r, dtype=torch.float64).item() ** 2
+        self._pool.give(r)
+        return value
 
     # ------------------------------------------------------------ allreduce
 
@@ -188,12 +200,22 @@ class _Plan:
         self.topo, self.rank = topo, rank
         self.sources = topo.in_neighbors(rank)
         self.edges = topo.edges()
-        self._weights = {}
+        self._cache = {}
 
     def weights(self, dtype, device) -> torch.Tensor:
-        """``(W[i, i], W[i, j_1], ..., W[i, j_k])``: the combine's coefficients."""
-        w = self._weights.get((dtype, device))
-        if w is None:
-            row = self.topo.W[self.rank, [self.rank, *self.sources]]
-            w = self._weights[(dtype, device)] = torch.as_tensor(row, dtype=dtype, device=device)
-        return w
+        """``w = (W[i, i], W[i, j_1], ..., W[i, j_k])``: the combine's coefficients."""
+        return self._coefficients("combine", dtype, device)
+
+    def residual_weights(self, dtype, device) -> torch.Tensor:
+        """``e_0 - w``: the coefficients of ``x_i - sum_j W[i, j] x_j``."""
+        return self._coefficients("residual", dtype, device)
+
+    def _coefficients(self, kind, dtype, device) -> torch.Tensor:
+        c = self._cache.get((kind, dtype, device))
+        if c is None:
+            row = self.topo.W[self.rank, [self.rank, *self.sources]]  # a copy (fancy indexing)
+            if kind == "residual":
+                row = -row
+                row[0] += 1.0
+            c = self._cache[(kind, dtype, device)] = torch.as_tensor(row, dtype=dtype, device=device)
+        return c

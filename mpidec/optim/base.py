@@ -12,14 +12,31 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from ..consensus import estimate_from_residual
+
 
 class DecentralizedOptimizer(Optimizer):
-    """Base class. ``comm``: a :class:`mpidec.comm.Communicator` (default: the MPI one over
-    the world); ``topology``: the graph gossiped over (default: the communicator's, which
-    is the static exponential graph over the world)."""
+    """Base class.
+
+    ``gossips``: whether the algorithm averages with neighbours (False for the allreduce
+    baselines, which then have no consensus estimate or control).
+
+    ``comm``: a :class:`mpidec.comm.Communicator` (default: the MPI one over the world);
+    ``topology``: the graph gossiped over (default: the communicator's, which is the static
+    exponential graph over the world); ``measure_consensus``: compute this rank's part of
+    the cheap consensus estimate during each exchange (one extra pass over the exchange
+    buffer; read it with :meth:`consensus_estimate`); ``consensus_control``: a
+    :class:`mpidec.consensus.ConsensusControl` that adds gossip rounds until the estimate
+    meets its target (``last_gossip_rounds`` says how many a step used).
+    """
+
+    gossips = True
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
-                 comm=None, **specific):
+                 comm=None, *, measure_consensus=True, consensus_control=None, **specific):
+        if consensus_control is not None and not self.gossips:
+            raise ValueError(f"{type(self).__name__} averages by allreduce: consensus control applies "
+                             "to the gossip algorithms (DSGD, DmSGD, DecentLaM, QGDmSGD, D2)")
         if not lr >= 0.0:
             raise ValueError(f"invalid learning rate {lr}: must be >= 0")
         if not 0.0 <= momentum < 1.0:
@@ -38,6 +55,10 @@ class DecentralizedOptimizer(Optimizer):
         self.topology = topology if topology is not None else comm.topology
         self.topology.check_size(comm.size)
         self.steps = 0
+        self.measure_consensus = measure_consensus or consensus_control is not None
+        self.consensus_control = consensus_control
+        self.last_gossip_rounds = 0
+        self._residual_sq = None  # this rank's ||x_i - sum_j W_ij x_j||^2 at the last step
         comm.check_same_shapes(self.params)
 
     @property
@@ -58,6 +79,35 @@ class DecentralizedOptimizer(Optimizer):
 
     def _update(self) -> None:
         raise NotImplementedError
+
+    # -------------------------------------------------------------- gossip and consensus
+
+    def _gossip(self, tensors) -> None:
+        """``X <- W X`` at this step, measured, repeated while consensus control asks for it."""
+        control = self.consensus_control
+        rounds, target = 0, None
+        if control is not None and control.active(self.steps):
+            target = control.target(self)
+        while True:
+            residual = self.comm.neighbor_average(tensors, self.steps, self.topology, measure=self.measure_consensus)
+            if rounds == 0:
+                self._residual_sq = residual
+            rounds += 1
+            if target is None or rounds >= control.max_rounds:
+                break
+            if estimate_from_residual(residual, self.comm) <= target:
+                break
+        self.last_gossip_rounds = rounds
+
+    def consensus_estimate(self) -> float | None:
+        """``sqrt((1/n) sum_i ||x_i - sum_j W_ij x_j||^2)`` of the last step's gossip input.
+
+        Collective (a scalar allreduce): call it on every rank. None before the first
+        step, without ``measure_consensus``, or for algorithms that do not gossip.
+        """
+        if self._residual_sq is None:
+            return None
+        return estimate_from_residual(self._residual_sq, self.comm)
 
     # -------------------------------------------------------------- pieces of update rules
 

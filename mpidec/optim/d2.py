@@ -20,10 +20,10 @@ class D2(DecentralizedOptimizer):
     one model. State: previous iterate and previous gradient.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None):
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None, **options):
         if momentum != 0.0 or nesterov:
             raise ValueError("D2 has no momentum form: use momentum=0")
-        super().__init__(params, lr, 0.0, weight_decay, False, topology, comm)
+        super().__init__(params, lr, 0.0, weight_decay, False, topology, comm, **options)
         self._h = {}  # scratch for H (not part of the state)
 
     def _update(self):
@@ -40,4 +40,4 @@ class D2(DecentralizedOptimizer):
                 x_prev.copy_(p)
                 g_prev.copy_(g)
                 p.copy_(h)
-        self.comm.neighbor_average(self.params, self.steps, self.topology)
+        self._gossip(self.params)

@@ -22,10 +22,10 @@ class DecentLaM(DecentralizedOptimizer):
     ``X+ = WS + lr (Ghat - d)`` with ``d`` the momentum direction.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None):
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None, **options):
         if lr == 0:
             raise ValueError("DecentLaM divides by lr: it must be > 0")
-        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm)
+        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, **options)
         self._x = {}  # scratch: X before the step, then Ghat (not part of the state)
 
     def _update(self):
@@ -35,7 +35,7 @@ class DecentLaM(DecentralizedOptimizer):
             x.copy_(p)
             if p.grad is not None:
                 p.add_(self._gradient(p, group), alpha=-group["lr"])      # p = S
-        self.comm.neighbor_average(self.params, self.steps, self.topology)  # p = W S
+        self._gossip(self.params)  # p = W S
         for p, group in pairs:
             ghat = self._x[p].sub_(p).div_(group["lr"])                    # (X - W S) / lr
             d = self._momentum_direction(p, ghat, group)

@@ -26,19 +26,19 @@ class DmSGD(DecentralizedOptimizer):
     """
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
-                 comm=None, variant="atc"):
+                 comm=None, variant="atc", **options):
         if variant not in ("atc", "yu"):
             raise ValueError(f"unknown DmSGD variant {variant!r}; use 'atc' or 'yu'")
         if variant == "yu" and nesterov:
             raise ValueError("variant='yu' has no Nesterov form; use variant='atc'")
-        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, variant=variant)
+        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, variant=variant, **options)
 
     def _update(self):
         self._local_sgd_step()
         exchanged = self.params
         if self.defaults["variant"] == "yu" and self.defaults["momentum"] > 0:
             exchanged = exchanged + [self._buffer(p, "momentum_buffer") for p in exchanged]
-        self.comm.neighbor_average(exchanged, self.steps, self.topology)
+        self._gossip(exchanged)
 
 
 class DSGD(DmSGD):
@@ -49,5 +49,6 @@ class DSGD(DmSGD):
     ``momentum > 0`` makes it :class:`DmSGD` with ``variant="atc"``.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None):
-        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, variant="atc")
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None,
+                 **options):
+        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, variant="atc", **options)

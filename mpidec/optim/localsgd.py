@@ -16,12 +16,14 @@ class LocalSGD(DecentralizedOptimizer):
     With ``period=1`` and equal initial models this is centralized heavy ball (PmSGD).
     """
 
+    gossips = False
+
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
-                 comm=None, period=1, momentum_averaging=True):
+                 comm=None, period=1, momentum_averaging=True, **options):
         if not (isinstance(period, int) and period >= 1):
             raise ValueError(f"invalid period {period!r}: must be an integer >= 1")
         super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm,
-                         period=period, momentum_averaging=momentum_averaging)
+                         period=period, momentum_averaging=momentum_averaging, **options)
 
     def _update(self):
         self._local_sgd_step()

@@ -15,6 +15,8 @@ class PmSGD(DecentralizedOptimizer):
     gradient on a rank contributes zeros, so every rank sends the same layout.
     """
 
+    gossips = False
+
     def _update(self):
         params = self.params
         for p in params:

@@ -18,10 +18,10 @@ class QGDmSGD(DecentralizedOptimizer):
     global direction and stays stable on heterogeneous data. Sent per step: one model.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None):
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None, **options):
         if lr == 0:
             raise ValueError("QGDmSGD divides by lr: it must be > 0")
-        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm)
+        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, **options)
         self._x = {}  # scratch: X before the step (not part of the state)
 
     def _update(self):
@@ -35,7 +35,7 @@ class QGDmSGD(DecentralizedOptimizer):
                 if group["nesterov"]:
                     d = g.add(d, alpha=beta)
                 p.add_(d, alpha=-group["lr"])
-        self.comm.neighbor_average(self.params, self.steps, self.topology)
+        self._gossip(self.params)
         for p, group in pairs:
             beta = group["momentum"]
             if beta:
