@@ -29,3 +29,13 @@ def test_mpi_trajectory_equals_dense_and_simulator(comm, algorithm, kwargs, topo
     np.testing.assert_allclose(mine, want, rtol=1e-10, atol=1e-10)
     simulated = Simulator(n, topo).run(problem.worker, algorithm, STEPS, lr=LR, topology=topo, **kwargs)
     np.testing.assert_allclose(mine, simulated[comm.rank][0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm, kwargs", [("DecentLaM", {"momentum": 0.9}), ("PmSGD", {"momentum": 0.9})])
+def test_mpi_overlapped_buckets_equal_the_simulator(comm, algorithm, kwargs):
+    from test_overlap import mlp_worker
+
+    mine, launched = mlp_worker(comm, algorithm, True, **kwargs)
+    assert len(launched[0]) >= 3 and all(all(step) for step in launched)
+    simulated = Simulator(comm.size, T.ring(comm.size)).run(mlp_worker, algorithm, False, **kwargs)
+    np.testing.assert_allclose(mine, simulated[comm.rank][0], rtol=1e-12, atol=1e-12)

@@ -1,10 +1,12 @@
-"""What every mpidec optimizer shares: arguments, the communicator, the step counter.
+"""What every mpidec optimizer shares: arguments, the communicator, buckets, the step counter.
 
 An optimizer is a ``torch.optim.Optimizer``; ``step()`` does one whole iteration on this
-rank - the local computation and its communication. Subclasses write the update rule
-in ``_update()``; a parameter without a gradient in a step takes no local gradient step
-(as in ``torch.optim.SGD``) but still takes part in every exchange, so the fused buffers
-have the same layout on every rank.
+rank - the local computation and its communication. Subclasses write the update rule in
+three parts per bucket of parameters: ``_before`` (local, before communication),
+``_exchanged`` (what to communicate: gossip for decentralized algorithms, allreduce for
+the others) and ``_after``. A parameter without a gradient in a step takes no local
+gradient step (as in ``torch.optim.SGD``) but still takes part in every exchange, so the
+fused buffers have the same layout on every rank.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..consensus import estimate_from_residual
+from .buckets import Launcher, make_buckets
 
 
 class DecentralizedOptimizer(Optimizer):
@@ -28,12 +31,17 @@ class DecentralizedOptimizer(Optimizer):
     buffer; read it with :meth:`consensus_estimate`); ``consensus_control``: a
     :class:`mpidec.consensus.ConsensusControl` that adds gossip rounds until the estimate
     meets its target (``last_gossip_rounds`` says how many a step used).
+
+    ``overlap``: start each bucket's local part and exchange from gradient hooks as soon
+    as backward has produced its gradients (see :mod:`mpidec.optim.buckets`); then call
+    ``step()`` after every backward. ``bucket_bytes``: the size of a bucket.
     """
 
     gossips = True
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
-                 comm=None, *, measure_consensus=True, consensus_control=None, **specific):
+                 comm=None, *, measure_consensus=True, consensus_control=None, overlap=True,
+                 bucket_bytes=25 * 2**20, **specific):
         if consensus_control is not None and not self.gossips:
             raise ValueError(f"{type(self).__name__} averages by allreduce: consensus control applies "
                              "to the gossip algorithms (DSGD, DmSGD, DecentLaM, QGDmSGD, D2)")
@@ -60,6 +68,9 @@ class DecentralizedOptimizer(Optimizer):
         self.last_gossip_rounds = 0
         self._residual_sq = None  # this rank's ||x_i - sum_j W_ij x_j||^2 at the last step
         comm.check_same_shapes(self.params)
+        pairs = [(p, group) for group in self.param_groups for p in group["params"]]
+        self._buckets = make_buckets(pairs, bucket_bytes)
+        self._launcher = Launcher(self._buckets, self, "_launch", hooks=overlap)
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -73,31 +84,58 @@ class DecentralizedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._update()
+        self._launcher.launch_ready(everything=True)
+        residual = 0.0
+        for bucket in self._buckets:
+            if bucket.handle is not None:
+                residual += bucket.handle.wait() or 0.0
+        if self.gossips:
+            self._control_consensus(residual)
+        for bucket in self._buckets:
+            self._after(bucket.pairs)
+        self._launcher.reset()
         self.steps += 1
         return loss
 
-    def _update(self) -> None:
-        raise NotImplementedError
+    # -------------------------------------------------------------- the update rule, in three parts
 
-    # -------------------------------------------------------------- gossip and consensus
+    def _before(self, pairs) -> None:
+        """The local part, before communication, for one bucket of ``(param, group)``."""
 
-    def _gossip(self, tensors) -> None:
-        """``X <- W X`` at this step, measured, repeated while consensus control asks for it."""
+    def _exchanged(self, pairs) -> list:
+        """The tensors this bucket communicates this step (none: no communication)."""
+        return [p for p, _ in pairs]
+
+    def _after(self, pairs) -> None:
+        """The part after communication."""
+
+    @torch.no_grad()
+    def _launch(self, bucket) -> None:
+        """Run a bucket's local part and start its exchange (from a gradient hook or ``step()``)."""
+        self._before(bucket.pairs)
+        bucket.tensors = self._exchanged(bucket.pairs)
+        if not bucket.tensors:
+            return
+        if self.gossips:
+            bucket.handle = self.comm.neighbor_average_async(bucket.tensors, self.steps, self.topology,
+                                                             measure=self.measure_consensus)
+        else:
+            bucket.handle = self.comm.allreduce_async(bucket.tensors)
+
+    # -------------------------------------------------------------- consensus
+
+    def _control_consensus(self, residual: float) -> None:
+        """Record the step's residual; gossip again while consensus control asks for it."""
+        self._residual_sq = residual if self.measure_consensus else None
+        self.last_gossip_rounds = 1
         control = self.consensus_control
-        rounds, target = 0, None
-        if control is not None and control.active(self.steps):
-            target = control.target(self)
-        while True:
-            residual = self.comm.neighbor_average(tensors, self.steps, self.topology, measure=self.measure_consensus)
-            if rounds == 0:
-                self._residual_sq = residual
-            rounds += 1
-            if target is None or rounds >= control.max_rounds:
-                break
-            if estimate_from_residual(residual, self.comm) <= target:
-                break
-        self.last_gossip_rounds = rounds
+        if control is None or not control.active(self.steps):
+            return
+        target = control.target(self)
+        tensors = [t for bucket in self._buckets for t in bucket.tensors]
+        while self.last_gossip_rounds < control.max_rounds and estimate_from_residual(residual, self.comm) > target:
+            residual = self.comm.neighbor_average(tensors, self.steps, self.topology, measure=True)
+            self.last_gossip_rounds += 1
 
     def consensus_estimate(self) -> float | None:
         """``sqrt((1/n) sum_i ||x_i - sum_j W_ij x_j||^2)`` of the last step's gossip input.
@@ -132,12 +170,11 @@ class DecentralizedOptimizer(Optimizer):
         m = self._buffer(p, "momentum_buffer").mul_(beta).add_(g)
         return g.add(m, alpha=beta) if group["nesterov"] else m
 
-    def _local_sgd_step(self) -> None:
+    def _local_sgd_step(self, pairs) -> None:
         """``x <- x - lr * d`` with the momentum direction, for parameters with a gradient."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.add_(self._momentum_direction(p, self._gradient(p, group), group), alpha=-group["lr"])
+        for p, group in pairs:
+            if p.grad is not None:
+                p.add_(self._momentum_direction(p, self._gradient(p, group), group), alpha=-group["lr"])
 
     # -------------------------------------------------------------- checkpoints
 

@@ -26,18 +26,15 @@ class D2(DecentralizedOptimizer):
         super().__init__(params, lr, 0.0, weight_decay, False, topology, comm, **options)
         self._h = {}  # scratch for H (not part of the state)
 
-    def _update(self):
-        first = self.steps == 0
-        for group in self.param_groups:
-            for p in group["params"]:
-                g = self._gradient(p, group)
-                x_prev, g_prev = self._buffer(p, "prev_param"), self._buffer(p, "prev_grad")
-                h = self._h.setdefault(p, torch.empty_like(p))
-                if first:
-                    torch.add(p, g, alpha=-group["lr"], out=h)
-                else:
-                    torch.sub(p, x_prev, out=h).add_(p).sub_(g.sub(g_prev), alpha=group["lr"])
-                x_prev.copy_(p)
-                g_prev.copy_(g)
-                p.copy_(h)
-        self._gossip(self.params)
+    def _before(self, pairs):
+        for p, group in pairs:
+            g = self._gradient(p, group)
+            x_prev, g_prev = self._buffer(p, "prev_param"), self._buffer(p, "prev_grad")
+            h = self._h.setdefault(p, torch.empty_like(p))
+            if self.steps == 0:
+                torch.add(p, g, alpha=-group["lr"], out=h)
+            else:
+                torch.sub(p, x_prev, out=h).add_(p).sub_(g.sub(g_prev), alpha=group["lr"])
+            x_prev.copy_(p)
+            g_prev.copy_(g)
+            p.copy_(h)                                                     # p = H, then W H

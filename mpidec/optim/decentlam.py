@@ -28,14 +28,13 @@ class DecentLaM(DecentralizedOptimizer):
         super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, **options)
         self._x = {}  # scratch: X before the step, then Ghat (not part of the state)
 
-    def _update(self):
-        pairs = [(p, group) for group in self.param_groups for p in group["params"]]
+    def _before(self, pairs):
         for p, group in pairs:
-            x = self._x.setdefault(p, torch.empty_like(p))
-            x.copy_(p)
+            self._x.setdefault(p, torch.empty_like(p)).copy_(p)
             if p.grad is not None:
-                p.add_(self._gradient(p, group), alpha=-group["lr"])      # p = S
-        self._gossip(self.params)  # p = W S
+                p.add_(self._gradient(p, group), alpha=-group["lr"])      # p = S, then W S
+
+    def _after(self, pairs):
         for p, group in pairs:
             ghat = self._x[p].sub_(p).div_(group["lr"])                    # (X - W S) / lr
             d = self._momentum_direction(p, ghat, group)

@@ -33,12 +33,14 @@ class DmSGD(DecentralizedOptimizer):
             raise ValueError("variant='yu' has no Nesterov form; use variant='atc'")
         super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, variant=variant, **options)
 
-    def _update(self):
-        self._local_sgd_step()
-        exchanged = self.params
+    def _before(self, pairs):
+        self._local_sgd_step(pairs)
+
+    def _exchanged(self, pairs):
+        params = [p for p, _ in pairs]
         if self.defaults["variant"] == "yu" and self.defaults["momentum"] > 0:
-            exchanged = exchanged + [self._buffer(p, "momentum_buffer") for p in exchanged]
-        self._gossip(exchanged)
+            return params + [self._buffer(p, "momentum_buffer") for p in params]
+        return params
 
 
 class DSGD(DmSGD):

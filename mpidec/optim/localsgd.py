@@ -25,15 +25,20 @@ class LocalSGD(DecentralizedOptimizer):
         super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm,
                          period=period, momentum_averaging=momentum_averaging, **options)
 
-    def _update(self):
-        self._local_sgd_step()
-        if (self.steps + 1) % self.defaults["period"]:
-            return
-        averaged = self.params
-        momenta = [self._buffer(p, "momentum_buffer") for p in averaged] if self.defaults["momentum"] else []
-        if self.defaults["momentum_averaging"]:
-            averaged = averaged + momenta
-        else:
-            for m in momenta:
+    def _averages_now(self) -> bool:
+        return (self.steps + 1) % self.defaults["period"] == 0
+
+    def _momenta(self, pairs) -> list:
+        return [self._buffer(p, "momentum_buffer") for p, _ in pairs] if self.defaults["momentum"] else []
+
+    def _before(self, pairs):
+        self._local_sgd_step(pairs)
+        if self._averages_now() and not self.defaults["momentum_averaging"]:
+            for m in self._momenta(pairs):
                 m.zero_()
-        self.comm.allreduce(averaged)
+
+    def _exchanged(self, pairs):
+        if not self._averages_now():
+            return []
+        params = [p for p, _ in pairs]
+        return params + self._momenta(pairs) if self.defaults["momentum_averaging"] else params

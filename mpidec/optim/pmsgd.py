@@ -17,10 +17,13 @@ class PmSGD(DecentralizedOptimizer):
 
     gossips = False
 
-    def _update(self):
-        params = self.params
-        for p in params:
+    def _before(self, pairs):
+        for p, _ in pairs:
             if p.grad is None:
                 p.grad = p.new_zeros(p.shape)
-        self.comm.allreduce([p.grad for p in params])
-        self._local_sgd_step()
+
+    def _exchanged(self, pairs):
+        return [p.grad for p, _ in pairs]
+
+    def _after(self, pairs):
+        self._local_sgd_step(pairs)

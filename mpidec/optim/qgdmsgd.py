@@ -24,8 +24,7 @@ class QGDmSGD(DecentralizedOptimizer):
         super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, **options)
         self._x = {}  # scratch: X before the step (not part of the state)
 
-    def _update(self):
-        pairs = [(p, group) for group in self.param_groups for p in group["params"]]
+    def _before(self, pairs):
         for p, group in pairs:
             self._x.setdefault(p, torch.empty_like(p)).copy_(p)
             beta = group["momentum"]
@@ -35,9 +34,10 @@ class QGDmSGD(DecentralizedOptimizer):
                 if group["nesterov"]:
                     d = g.add(d, alpha=beta)
                 p.add_(d, alpha=-group["lr"])
-        self._gossip(self.params)
+
+    def _after(self, pairs):
         for p, group in pairs:
             beta = group["momentum"]
             if beta:
-                moved = self._x[p].sub_(p).div_(group["lr"])
+                moved = self._x[p].sub_(p).div_(group["lr"])               # (X - X+) / lr
                 self._buffer(p, "momentum_buffer").mul_(beta).add_(moved, alpha=1 - beta)
