@@ -1,4 +1,9 @@
-"""The ``mpidec`` command line: ``mpidec topology NAME -n N [--plot FILE.png]``."""
+"""The ``mpidec`` command line.
+
+    mpidec topology NAME -n N [--plot FILE.png]     neighbours, weights, spectral figures
+    mpiexec -n 4 mpidec train [--algorithm ...]     train, one worker per MPI rank
+    mpidec compare RUN_DIR... [--plots DIR]         table (and plots) of finished runs
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,41 @@ def topology_command(args) -> int:
     return 0
 
 
+def _error(command: str, message: str) -> int:
+    """Print ``message`` once (rank 0 under MPI) and return the exit status 2."""
+    from .runtime import rank_and_size
+
+    if rank_and_size()[0] == 0:
+        print(f"mpidec {command}: error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def train_command(args) -> int:
+    from .train import ConfigError, train
+    from .train.config import from_args
+
+    try:
+        train(from_args(args))
+    except ConfigError as exc:
+        return _error("train", str(exc))
+    return 0
+
+
+def compare_command(args) -> int:
+    from .train import ConfigError
+    from .train.compare import compare
+
+    try:
+        text, paths = compare(args.runs, args.plots)
+    except ConfigError as exc:
+        print(f"mpidec compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mpidec", description="decentralized training on MPI")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +79,17 @@ def main(argv=None) -> int:
     topo.add_argument("--steps", type=int, default=4, help="steps of a time-varying topology to show")
     topo.add_argument("--plot", metavar="FILE.png", help="draw the graph (every step of a schedule)")
     topo.set_defaults(run=topology_command)
+
+    from .train.config import add_arguments
+
+    train = sub.add_parser("train", help="train a model, one worker per MPI rank (run under mpiexec or srun)",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(train)
+    train.set_defaults(run=train_command)
+    compare = sub.add_parser("compare", help="table and plots of finished training runs")
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders written by mpidec train (--out)")
+    compare.add_argument("--plots", metavar="DIR", help="write compare-curves.png and compare-consensus.png here")
+    compare.set_defaults(run=compare_command)
     args = parser.parse_args(argv)
     return args.run(args)
 

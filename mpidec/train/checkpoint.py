@@ -1,0 +1,88 @@
+"""Checkpoints: one file per rank, complete for every rank or not used at all.
+
+Layout under ``OUT/checkpoints/``::
+
+    step-00000120/rank-00000.pt ... rank-0000N.pt     every rank's state at step 120
+    latest                                            "step-00000120"
+
+Each rank writes its file atomically; once every rank has written (a collective), rank 0
+points ``latest`` at the new folder (atomically) and removes the older ones. A job killed
+at any moment leaves ``latest`` naming a complete set. The output folder must be shared by
+all ranks (the usual cluster file system).
+
+A rank's state holds what an uninterrupted run would carry on with: the model, the
+optimizer's ``state_dict()`` (mpidec optimizers include their step counter), the random
+number generators, the data position (epoch, batch within it) and the metric sums.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_write, write_text
+from .config import ConfigError
+
+LATEST = "latest"
+
+
+def rng_states() -> dict:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class Checkpoints:
+    """The checkpoints of one run directory, seen from one rank."""
+
+    def __init__(self, out_dir, rank: int, world_size: int):
+        self.root = Path(out_dir) / "checkpoints"
+        self.rank, self.world_size = rank, world_size
+
+    def _file(self, folder: str) -> Path:
+        return self.root / folder / f"rank-{self.rank:05d}.pt"
+
+    def save(self, step: int, state: dict, comm) -> Path:
+        """Write this rank's ``state`` for ``step`` (collective: every rank calls it)."""
+        folder = f"step-{step:08d}"
+        atomic_write(self._file(folder), lambda f: torch.save({**state, "world_size": self.world_size}, f))
+        comm.allreduce_scalar(0.0)  # every rank's file is on disk before latest names the folder
+        if self.rank == 0:
+            write_text(self.root / LATEST, folder + "\n")
+            for old in self.root.glob("step-*"):
+                if old.name != folder:
+                    shutil.rmtree(old, ignore_errors=True)
+        return self.root / folder
+
+    def latest_step(self) -> int | None:
+        path = self.root / LATEST
+        return int(path.read_text().strip().removeprefix("step-")) if path.exists() else None
+
+    def load(self) -> dict:
+        """This rank's state from the latest complete checkpoint (ConfigError if there is none)."""
+        latest = self.root / LATEST
+        if not latest.exists():
+            raise ConfigError(f"--resume: no checkpoint in {self.root} (no {LATEST} file); "
+                              "drop --resume to start a new run, or pass the --out of the run to continue")
+        path = self._file(latest.read_text().strip())
+        if not path.exists():
+            raise ConfigError(f"--resume: {path} is missing: was the run saved with more ranks, or is "
+                              f"{self.root} not shared by every node?")
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy RNG state inside
+        if state["world_size"] != self.world_size:
+            raise ConfigError(f"--resume: the checkpoint was written by {state['world_size']} ranks; "
+                              f"launch {state['world_size']} ranks (now {self.world_size})")
+        return state
