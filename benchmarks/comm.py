@@ -65,7 +65,7 @@ def raw_ring(world, x, recv, w):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="results/comm.json")
+    parser.add_argument("--out", default="benchmarks/results/comm.json")
     parser.add_argument("--plot", default="docs/figures/comm.png")
     parser.add_argument("--max-bytes", type=int, default=PAYLOADS[-1])
     args = parser.parse_args()

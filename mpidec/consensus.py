@@ -43,8 +43,8 @@ def estimate_from_residual(local_residual_sq: float, comm) -> float:
 class ConsensusControl:
     """Gossip rounds until the consensus estimate is at most a target.
 
-    ``reference``: target = ``factor * reference`` (a distance measured, e.g., in an
-    uncontrolled run); without it, target = ``factor * lr * EMA(g_rms)`` with
+    ``reference``: target = ``factor * reference``, a distance or a function of the step
+    (e.g. the distances an uncontrolled run measured); without it, target = ``factor * lr * EMA(g_rms)`` with
     ``g_rms = sqrt((1/n) sum_i ||g_i||^2)`` over the workers' gradients (one scalar
     allreduce) and EMA weight ``decay``: a local step moves a model by about lr g_rms.
     ``active(step)``: whether to control at this step (default: always); when it is not,
@@ -52,9 +52,9 @@ class ConsensusControl:
     ``max_rounds`` bounds the rounds of one step.
     """
 
-    def __init__(self, factor: float, reference: float | None = None, decay: float = 0.9,
+    def __init__(self, factor: float, reference=None, decay: float = 0.9,
                  active=None, max_rounds: int = 50):
-        if factor < 0 or (reference is not None and reference < 0):
+        if factor < 0 or (isinstance(reference, (int, float)) and reference < 0):
             raise ValueError("factor and reference must be >= 0")
         if max_rounds < 1:
             raise ValueError("max_rounds must be >= 1")
@@ -65,6 +65,8 @@ class ConsensusControl:
 
     def target(self, optimizer) -> float:
         """This step's target (collective when it follows the gradient norm)."""
+        if callable(self.reference):
+            return self.factor * self.reference(optimizer.steps)
         if self.reference is not None:
             return self.factor * self.reference
         local = sum(float(torch.sum(p.grad.double() ** 2)) for p in optimizer.params if p.grad is not None)

@@ -21,6 +21,8 @@ def run(problem, topo, algorithm, steps, **kwargs):
 @pytest.mark.parametrize("topo", [T.ring(N), T.one_peer_exponential(N), T.random_matching(N, seed=5)],
                          ids=["ring", "one_peer", "matching"])
 def test_trajectory_equals_dense_recursion(algorithm, kwargs, topo):
+    if algorithm == "DecentLaM" and not all(T.is_symmetric(topo.at(t).W) for t in range(3)):
+        pytest.skip("DecentLaM refuses directed graphs (test_decentlam_refuses_directed_graphs)")
     problem = LeastSquares(N, seed=1)
     got, _ = run(problem, topo, algorithm, STEPS, **kwargs)
     want = dense_trajectory(problem, algorithm, topo, STEPS, LR, **kwargs)
@@ -86,7 +88,7 @@ def test_centralized_equivalences_with_equal_initial_models(algorithm, kwargs):
 
 @pytest.mark.parametrize("algorithm, kwargs", ALGORITHM_CASES, ids=lambda c: str(c))
 def test_resume_from_state_dict_is_bit_identical(algorithm, kwargs):
-    problem, topo = LeastSquares(N, seed=5), T.one_peer_exponential(N)
+    problem, topo = LeastSquares(N, seed=5), T.random_matching(N, seed=9)
     full, _ = run(problem, topo, algorithm, 40, **kwargs)
 
     def resumed(comm):
@@ -106,6 +108,18 @@ def test_resume_from_state_dict_is_bit_identical(algorithm, kwargs):
 
     got = np.stack(Simulator(N, topo).run(resumed))
     np.testing.assert_array_equal(got, full)
+
+
+def test_decentlam_refuses_directed_graphs_and_defaults_to_a_symmetric_one():
+    comm = Simulator(8, T.ring(8)).comms[0]
+    p = [torch.zeros(3, requires_grad=True)]
+    with pytest.raises(T.TopologyError, match="DecentLaM needs a symmetric mixing matrix and 'exponential' is not"):
+        optim.DecentLaM(p, lr=0.1, momentum=0.9, topology=T.exponential(8), comm=comm)
+    with pytest.raises(T.TopologyError, match="'one_peer_exponential' is not"):
+        optim.DecentLaM(p, lr=0.1, topology=T.one_peer_exponential(8), comm=comm)
+    names = Simulator(8).run(lambda c: [optim.by_name(a)([torch.zeros(3, requires_grad=True)], lr=0.1, comm=c)
+                                        .topology.name for a in ("DecentLaM", "DmSGD")])
+    assert names == [["symmetric_exponential", "exponential"]] * 8
 
 
 def test_bad_arguments_are_refused():

@@ -1,5 +1,6 @@
 """The algorithms, one ``torch.optim.Optimizer`` each (update rules in their docstrings)."""
 
+from .adpsgd import ADPSGD
 from .base import DecentralizedOptimizer
 from .d2 import D2
 from .decentlam import DecentLaM
@@ -8,7 +9,7 @@ from .localsgd import LocalSGD
 from .pmsgd import PmSGD
 from .qgdmsgd import QGDmSGD
 
-ALGORITHMS = {cls.__name__: cls for cls in (DSGD, DmSGD, DecentLaM, QGDmSGD, D2, LocalSGD, PmSGD)}
+ALGORITHMS = {cls.__name__: cls for cls in (DSGD, DmSGD, DecentLaM, QGDmSGD, D2, LocalSGD, PmSGD, ADPSGD)}
 
 
 def by_name(name: str):

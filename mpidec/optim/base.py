@@ -25,8 +25,8 @@ class DecentralizedOptimizer(Optimizer):
     baselines, which then have no consensus estimate or control).
 
     ``comm``: a :class:`mpidec.comm.Communicator` (default: the MPI one over the world);
-    ``topology``: the graph gossiped over (default: the communicator's, which is the static
-    exponential graph over the world); ``measure_consensus``: compute this rank's part of
+    ``topology``: the graph gossiped over (default: ``default_topology`` over the world, the
+    static exponential graph unless the algorithm needs another); ``measure_consensus``: compute this rank's part of
     the cheap consensus estimate during each exchange (one extra pass over the exchange
     buffer; read it with :meth:`consensus_estimate`); ``consensus_control``: a
     :class:`mpidec.consensus.ConsensusControl` that adds gossip rounds until the estimate
@@ -38,6 +38,7 @@ class DecentralizedOptimizer(Optimizer):
     """
 
     gossips = True
+    default_topology = "exponential"  # a builder in mpidec.topology, over the world
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
                  comm=None, *, measure_consensus=True, consensus_control=None, overlap=True,
@@ -60,7 +61,11 @@ class DecentralizedOptimizer(Optimizer):
 
             comm = MPICommunicator(topology)
         self.comm = comm
-        self.topology = topology if topology is not None else comm.topology
+        if topology is None:
+            from ..topology import build
+
+            topology = build(self.default_topology, comm.size)
+        self.topology = topology
         self.topology.check_size(comm.size)
         self.steps = 0
         self.measure_consensus = measure_consensus or consensus_control is not None

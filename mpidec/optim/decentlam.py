@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..topology import TopologyError, is_symmetric
 from .base import DecentralizedOptimizer
 
 
@@ -18,13 +19,23 @@ class DecentLaM(DecentralizedOptimizer):
     equivalently ``X+ = W (X - lr G) + beta (X - X_prev)``. Its fixed point solves
     ``(I - W) X + lr W grad F(X) = 0`` whatever beta (DmSGD's grows like 1/(1 - beta)).
     Sent per step: one model. Memory: momentum plus one scratch model.
+    W must be symmetric (the paper's assumption): the momentum acts on the gossip step too,
+    and on a directed graph such as ``exponential`` the recursion ``W x + beta (x - x_prev)``
+    has complex modes outside the unit circle and diverges. The default topology is
+    ``symmetric_exponential``.
     In place: with ``WS`` the gossiped ``S``, ``X = WS + lr Ghat``, so
     ``X+ = WS + lr (Ghat - d)`` with ``d`` the momentum direction.
     """
 
+    default_topology = "symmetric_exponential"
+
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None, **options):
         if lr == 0:
             raise ValueError("DecentLaM divides by lr: it must be > 0")
+        if topology is not None and not all(is_symmetric(topology.at(t).W) for t in range(topology.period or 1)):
+            raise TopologyError(f"DecentLaM needs a symmetric mixing matrix and {topology.name!r} is not: "
+                                "its momentum diverges on directed graphs; use e.g. ring, torus, "
+                                "symmetric_exponential or random_matching")
         super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, **options)
         self._x = {}  # scratch: X before the step, then Ghat (not part of the state)
 

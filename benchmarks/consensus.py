@@ -1,0 +1,149 @@
+"""Kong et al. 2021 on a small problem: control consensus in the first phase only.
+
+    python benchmarks/consensus.py            (the in-process simulator, no MPI needed)
+
+16 simulated workers train a small MLP on scikit-learn's digits, label-sorted across
+the workers (each sees one or two classes), momentum 0.9, two learning-rate phases.
+Rows: centralized (PmSGD, allreduce), DmSGD on a ring without control, DmSGD on the
+ring with consensus controlled to 1/2 and 1/4 of the uncontrolled run's distance at
+each step, and 1/4 in the first phase only. Reported: test accuracy of the workers'
+average model and the mean of the workers' own accuracies, the mean consensus
+distance per phase, and communication in model-sized messages sent per worker (a
+ring gossip round sends 2, a ring allreduce 2 (n - 1) / n per step).
+Writes benchmarks/results/consensus.json and docs/figures/consensus.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+
+from mpidec import optim, topology
+from mpidec.atomic import save_figure, write_json
+from mpidec.comm import Simulator
+from mpidec.consensus import ConsensusControl
+
+
+def data(n, seed=0):
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    order = np.random.default_rng(seed).permutation(len(y))
+    test, train = order[:360], order[360:]
+    train = train[np.argsort(y[train], kind="stable")]          # label-sorted: heterogeneous
+    shards = np.array_split(train, n)
+    return [(torch.tensor(X[s]), torch.tensor(y[s])) for s in shards], (torch.tensor(X[test]), torch.tensor(y[test]))
+
+
+def model(seed=0):
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return net
+
+
+def accuracy(net, test):
+    with torch.no_grad():
+        return float((net(test[0]).argmax(1) == test[1]).float().mean())
+
+
+def worker(comm, shards, test, algorithm, lrs, steps, batch, control, distances):
+    net = model()
+    opt = optim.by_name(algorithm)(net.parameters(), lr=lrs[0], momentum=0.9, topology=topology.ring(comm.size),
+                                   comm=comm, **({"consensus_control": control} if control else {}))
+    X, y = shards[comm.rank]
+    g = torch.Generator().manual_seed(comm.rank)
+    rounds = 0
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lrs[0] if step < steps // 2 else lrs[1]
+        idx = torch.randint(0, len(y), (batch,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(X[idx]), y[idx]).backward()
+        opt.step()
+        rounds += opt.last_gossip_rounds
+        estimate = opt.consensus_estimate()
+        if comm.rank == 0:
+            distances.append(estimate or 0.0)
+    own = accuracy(net, test)
+    params = [p.detach().clone() for p in net.parameters()]
+    comm.allreduce(params)
+    with torch.no_grad():
+        for p, mean in zip(net.parameters(), params):
+            p.copy_(mean)
+    return accuracy(net, test), own, rounds
+
+
+def run(n, shards, test, algorithm, steps, control=None):
+    distances = []
+    results = Simulator(n, topology.ring(n)).run(worker, shards, test, algorithm, (0.1, 0.01), steps, 32, control,
+                                                 distances)
+    averaged, _, rounds = results[0]
+    messages = rounds * 2 if algorithm != "PmSGD" else steps * 2 * (n - 1) / n
+    half = steps // 2
+    return {"avg_model_accuracy": averaged, "mean_worker_accuracy": float(np.mean([r[1] for r in results])),
+            "messages_per_worker": messages, "gossip_rounds": rounds,
+            "consensus_phase1": float(np.mean(distances[:half])), "consensus_phase2": float(np.mean(distances[half:])),
+            "distances": distances}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--out", default="benchmarks/results/consensus.json")
+    parser.add_argument("--plot", default="docs/figures/consensus.png")
+    args = parser.parse_args()
+    n, steps, t0 = args.nodes, args.steps, time.perf_counter()
+    shards, test = data(n)
+    rows = {"centralized (PmSGD)": run(n, shards, test, "PmSGD", steps)}
+    rows["ring, no control"] = free = run(n, shards, test, "DmSGD", steps)
+    reference = free["distances"]
+    for label, factor, phases in (("ring, control 1/2", 0.5, steps), ("ring, control 1/4", 0.25, steps),
+                                  ("ring, 1/4 in phase 1 only", 0.25, steps // 2)):
+        control = ConsensusControl(factor, reference=lambda step: reference[step],
+                                   active=lambda step, phases=phases: step < phases)
+        rows[label] = run(n, shards, test, "DmSGD", steps, control)
+    allreduce = rows["centralized (PmSGD)"]["messages_per_worker"]
+    for label, r in rows.items():
+        r["communication_vs_allreduce"] = r["messages_per_worker"] / allreduce
+        print(f"{label:28s} avg-model acc {r['avg_model_accuracy']:.3f}  worker acc {r['mean_worker_accuracy']:.3f}  "
+              f"consensus {r['consensus_phase1']:.3f}/{r['consensus_phase2']:.3f}  "
+              f"messages {r['messages_per_worker']:.0f} ({r['communication_vs_allreduce']:.2f}x allreduce)", flush=True)
+    write_json(args.out, {"nodes": n, "steps": steps, "lr_phases": [0.1, 0.01], "rows": rows,
+                          "seconds": time.perf_counter() - t0})
+    plot(rows, args.plot)
+    print(f"wrote {args.out} and {args.plot}")
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for label, r in rows.items():
+        if label.startswith("ring"):
+            d = np.convolve(r["distances"], np.ones(10) / 10, mode="valid")
+            ax1.semilogy(d, label=label)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("consensus distance estimate (moving average)")
+    ax1.axvline(len(next(iter(rows.values()))["distances"]) // 2, color="k", lw=0.8, ls="--")
+    ax1.legend(fontsize=8)
+    labels = list(rows)
+    ax2.scatter([rows[k]["communication_vs_allreduce"] for k in labels], [rows[k]["avg_model_accuracy"] for k in labels])
+    for k in labels:
+        ax2.annotate(k, (rows[k]["communication_vs_allreduce"], rows[k]["avg_model_accuracy"]), fontsize=7)
+    ax2.set_xlabel("communication / allreduce's")
+    ax2.set_ylabel("test accuracy (average model)")
+    save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Cost of one ``step()`` and memory of each optimizer, for a ResNet-18-sized parameter set.
+
+    mpiexec -n 4 python benchmarks/step_cost.py
+
+The parameters have the shapes of torchvision's resnet18 (11.7 M float32, 46.8 MB);
+gradients are random, so the figure is the optimizer alone (local update and
+communication), not forward and backward. Baseline, same run: ``torch.optim.SGD``
+(momentum 0.9) plus the raw exchange of the same bytes (mpi4py Isend/Irecv to both ring
+neighbours). Every method runs on a ring over the world. Memory: the optimizer's
+tensors (state and scratch) and the communicator's exchange buffers, as multiples of
+the model size. Writes benchmarks/results/step_cost.json and docs/figures/step_cost.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchvision
+
+import mpidec
+from mpidec import optim, topology
+from mpidec.atomic import save_figure, write_json
+from mpidec.comm import MPICommunicator
+
+CASES = [("DSGD", {}), ("DmSGD", {}), ("DmSGD", {"variant": "yu"}), ("DecentLaM", {}), ("QGDmSGD", {}),
+         ("D2", {}), ("LocalSGD", {"period": 4}), ("PmSGD", {})]
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
+
+
+def optimizer_bytes(opt) -> int:
+    """State (momentum, previous iterates, ...) plus scratch buffers kept between steps."""
+    state = [t for s in opt.state.values() for t in s.values()]
+    scratch = [t for d in vars(opt).values() if isinstance(d, dict) for t in d.values()]
+    return tensor_bytes(state) + tensor_bytes(scratch)
+
+
+def timed(world, fn, reps):
+    fn()
+    samples = []
+    for _ in range(reps):
+        world.Barrier()
+        t0 = time.perf_counter()
+        fn()
+        samples.append(world.allreduce(time.perf_counter() - t0, op=max_op()))
+    return statistics.median(samples)
+
+
+def max_op():
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def sgd_plus_raw_exchange(world, params, sgd, recv):
+    from mpi4py import MPI
+
+    sgd.step()
+    n, r = world.Get_size(), world.Get_rank()
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    reqs = [world.Irecv(recv[0].numpy(), source=(r - 1) % n), world.Irecv(recv[1].numpy(), source=(r + 1) % n),
+            world.Isend(flat.numpy(), dest=(r - 1) % n), world.Isend(flat.numpy(), dest=(r + 1) % n)]
+    MPI.Request.Waitall(reqs)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--out", default="benchmarks/results/step_cost.json")
+    parser.add_argument("--plot", default="docs/figures/step_cost.png")
+    args = parser.parse_args()
+    world = mpidec.init()
+    shapes = [p.shape for p in torchvision.models.resnet18().parameters()]
+    model_bytes = sum(s.numel() for s in shapes) * 4
+    ring = topology.ring(world.Get_size())
+
+    def fresh():
+        g = torch.Generator().manual_seed(world.Get_rank())
+        params = [torch.randn(s, generator=g).requires_grad_() for s in shapes]
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g) * 1e-3
+        return params
+
+    params = fresh()
+    sgd = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    recv = torch.empty(2, model_bytes // 4)
+    baseline = timed(world, lambda: sgd_plus_raw_exchange(world, params, sgd, recv), args.reps)
+    rows = [{"algorithm": "SGD + raw exchange", "seconds": baseline, "ratio": 1.0,
+             "state_x_model": optimizer_bytes(sgd) / model_bytes,
+             "buffers_x_model": (tensor_bytes([recv]) + model_bytes) / model_bytes}]  # recv + the packed copy
+    for name, kwargs in CASES:
+        params = fresh()
+        comm = MPICommunicator(ring)
+        opt = optim.by_name(name)(params, lr=0.01, momentum=0.0 if name == "D2" else 0.9, topology=ring,
+                                  comm=comm, overlap=False, **kwargs)
+        seconds = timed(world, opt.step, args.reps)
+        label = name + "".join(f" {k}={v}" for k, v in kwargs.items())
+        rows.append({"algorithm": label, "seconds": seconds, "ratio": seconds / baseline,
+                     "state_x_model": optimizer_bytes(opt) / model_bytes,
+                     "buffers_x_model": comm._pool.allocated_bytes / model_bytes})
+        if world.Get_rank() == 0:
+            r = rows[-1]
+            print(f"{label:22s} {seconds * 1e3:8.1f} ms  x{r['ratio']:.2f} of SGD+raw  state {r['state_x_model']:.1f}x "
+                  f"buffers {r['buffers_x_model']:.1f}x model", flush=True)
+    if world.Get_rank() == 0:
+        write_json(args.out, {"ranks": world.Get_size(), "model_bytes": model_bytes, "reps": args.reps,
+                              "baseline_seconds": baseline, "rows": rows})
+        plot(rows, args.plot)
+        print(f"SGD + raw exchange: {baseline * 1e3:.1f} ms; wrote {args.out} and {args.plot}")
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.barh([r["algorithm"] for r in rows][::-1], [r["ratio"] for r in rows][::-1], color="#219ebc")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("time per step / (torch SGD step + raw ring exchange)")
+    ax.set_title("step cost, ResNet-18-sized parameters, 4 ranks")
+    save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Asynchronous decentralized parallel SGD (AD-PSGD) on one-sided model windows."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import networkx as nx
+import torch
+
+from .. import topology as T
+from .base import DecentralizedOptimizer
+
+
+class ADPSGD(DecentralizedOptimizer):
+    r"""AD-PSGD (Lian, Zhang, Zhang & Liu 2018), with the paper's active/passive split.
+
+    Every worker steps at its own pace; nothing waits for the slowest worker. Worker ``i``::
+
+        g   = grad f_i(x_hat) + weight_decay * x_hat     x_hat: the model read at the end of the last step
+        d   = beta m + g ;  m <- d                        (local momentum, as torch.optim.SGD; beta = 0: d = g)
+        active i:   j = random neighbour (passive);   x_i, x_j <- (x_i + x_j) / 2    (atomic)
+        x_i <- x_i - lr d                                (atomic with respect to the averages)
+        x_hat <- x_i                                     (the parameters for the next forward)
+
+    The model ``x_i`` lives in a one-sided window (``comm.model_window``): an active worker
+    averages with a passive one by locking both models, reading the passive one and writing
+    the average back (MPI: Lock, Get, Put, Unlock); a passive worker is averaged with while
+    it computes and only locks its own model to apply its gradient. The bipartite split
+    (2-colouring of the topology's undirected graph, rank 0 active; even/odd ranks on an
+    even ring) puts every average between an active and a passive worker, so averages never
+    chain and a passive worker never initiates communication. Each average writes the same
+    value to both models, so ``mean_i x_i`` only changes by the gradient steps (exactly, to
+    rounding).
+
+    The passive side needs no help on one node (shared-memory windows); on transports
+    that need the target to call MPI a progress thread polls (see :mod:`mpidec.comm.window`).
+
+    ``topology``: a static topology whose undirected graph is bipartite (default: the ring,
+    which needs an even number of workers); any other raises :class:`~mpidec.topology.TopologyError`.
+    The model is copied into the window at construction: load weights before building the
+    optimizer. End with :meth:`finish` on every worker.
+    """
+
+    gossips = False  # no synchronous gossip: no consensus estimate or control
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, topology=None, comm=None):
+        # one bucket (the whole model, averaged at once), no gradient hooks
+        super().__init__(params, lr, momentum, weight_decay, False, topology, comm,
+                         overlap=False, bucket_bytes=math.inf)
+        if topology is None:
+            self.topology = T.ring(self.comm.size)
+        self.active, self.partners = bipartite_roles(self.topology, self.comm.rank)
+        self._rng = random.Random(self.comm.rank)
+        self._window = self.comm.model_window(self.params)
+
+    def _exchanged(self, pairs):
+        return []  # nothing collective: the average is one-sided, in _after
+
+    def _after(self, pairs):
+        if self._window is None:
+            raise RuntimeError("ADPSGD.step() after finish(): build a new optimizer to train on")
+        steps = [(self._momentum_direction(p, self._gradient(p, group), group), group["lr"])
+                 if p.grad is not None else None for p, group in pairs]
+        if self.active:
+            self._window.average_with(self._rng.choice(self.partners))
+        with self._window.exclusive() as model:
+            for (p, _), x, step in zip(pairs, model, steps):
+                if step is not None:
+                    x.add_(step[0].to(x.device), alpha=-step[1])
+                p.copy_(x)
+
+    @torch.no_grad()
+    def finish(self, average: bool = True) -> int:
+        """Collective: stop every worker cleanly; returns the number of steps of all workers.
+
+        Waits until every worker has called it (so no average is in flight), loads the
+        final model into the parameters, frees the window and, with ``average``, replaces
+        every model by the exact mean over workers (one allreduce).
+        """
+        total = self.comm.allreduce_scalar(self.steps)  # a barrier: every worker is out of step()
+        self._window.load(self.params)
+        self._window.free()
+        self._window = None
+        if average:
+            self.comm.allreduce(self.params)
+        return int(total)
+
+
+def bipartite_roles(topology, rank: int) -> tuple[bool, list[int]]:
+    """(is ``rank`` active, its neighbours): the 2-colouring of the topology's undirected graph.
+
+    ``i`` and ``j`` are neighbours when either receives from the other. Rank 0's colour is
+    active; all ranks compute the same colouring.
+    """
+    if not isinstance(topology, T.Topology):
+        raise T.TopologyError(f"AD-PSGD picks its own random neighbour every step: give a static topology, "
+                              f"not the schedule {topology.name!r}")
+    if topology.n < 2:
+        raise T.TopologyError("AD-PSGD needs at least 2 workers to average between")
+    graph = nx.Graph()
+    graph.add_nodes_from(range(topology.n))
+    graph.add_edges_from(topology.edges())
+    if not nx.is_bipartite(graph):
+        raise T.TopologyError(
+            f"AD-PSGD's active/passive scheme needs a bipartite graph, but topology {topology.name!r} "
+            f"(n={topology.n}) has an odd cycle: use a ring with an even number of workers, a hypercube "
+            "or a torus with even sides")
+    colour = nx.bipartite.color(graph)
+    return colour[rank] == colour[0], sorted(graph.neighbors(rank))
