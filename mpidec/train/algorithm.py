@@ -1,14 +1,16 @@
 """The optimizer of a run, built from its name in ``mpidec.optim`` without knowing its class.
 
-Every mpidec optimizer takes ``(params, lr, momentum, weight_decay, nesterov, topology)``;
-whatever else its constructor names (``period`` for LocalSGD, ``variant`` for DmSGD, ...)
-is an *option*, passed as ``--option NAME=VALUE``. Errors the constructor raises for
+The settings every algorithm shares (``lr``, ``momentum``, ``weight_decay``, ``nesterov``,
+``topology``) have their own flags; whatever else its constructor names (``period`` for
+LocalSGD, ``variant`` for DmSGD, ``overlap``, ...) is an *option*: ``--option NAME=VALUE``. Errors the constructor raises for
 the given settings (D2 with momentum, say) become :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
 import inspect
+
+from torch.optim import Optimizer
 
 from .. import optim
 from .config import ConfigError
@@ -21,9 +23,21 @@ def _parameters(cls) -> dict:
 
 
 def options_of(cls) -> dict:
-    """The algorithm-specific constructor arguments of ``cls`` and their defaults."""
-    return {name: p.default for name, p in _parameters(cls).items()
-            if name not in COMMON and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    """The algorithm-specific constructor arguments of ``cls`` and their defaults: the named
+    arguments of its ``__init__`` and, while an ``__init__`` passes ``**kwargs`` on, of its bases'."""
+    options = {}
+    for klass in cls.__mro__:
+        if klass is Optimizer:
+            break
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        for p in parameters:
+            if p.name not in COMMON and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                options.setdefault(p.name, p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return options
 
 
 def resolve(name: str):
@@ -54,5 +68,5 @@ def build(config, params, lr: float, topology):
             raise ConfigError(f"--{key.replace('_', '-')}: {cls.__name__} has no {key}; leave it at 0 / off")
     try:
         return cls(params, lr=lr, topology=topology, **settings, **config.options)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:  # TopologyError is a ValueError
         raise ConfigError(f"--algorithm {cls.__name__}: {exc}") from exc

@@ -35,7 +35,7 @@ class TrainConfig:
 
     algorithm: str = "DecentLaM"
     options: dict = field(default_factory=dict)  # algorithm-specific, e.g. {"period": 4}
-    topology: str = "exponential"
+    topology: str | None = None    # None: the algorithm's default (exponential; ring for ADPSGD)
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -97,7 +97,7 @@ class TrainConfig:
 
     @property
     def out_dir(self) -> str:
-        return self.out or f"results/train/{self.dataset}-{self.algorithm.lower()}-{self.topology}"
+        return self.out or f"results/train/{self.dataset}-{self.algorithm.lower()}-{self.topology or 'default'}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -131,7 +131,8 @@ _HELP = {
     "algorithm": "optimizer name from mpidec.optim.ALGORITHMS (case-insensitive)",
     "options": "algorithm-specific constructor argument NAME=VALUE, repeatable: period=4 (LocalSGD), "
                "variant=yu (DmSGD)",
-    "topology": "communication graph (mpidec topology NAMES)",
+    "topology": "communication graph, a name from mpidec.topology.BUILDERS (default: the algorithm's own, "
+                "exponential for most, ring for ADPSGD)",
     "lr": "learning rate for --reference-batch samples (scaled to the global batch, see --lr-scaling)",
     "momentum": "momentum coefficient beta (D2 needs 0)",
     "nesterov": "Nesterov momentum",
@@ -164,6 +165,10 @@ _HELP = {
 }
 
 
+# flags whose default is None, and so says nothing of their type
+_FIELD_TYPES = {"topology": str, "data_dir": str, "image_size": int, "model": str, "out": str}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``mpidec train`` flags, one per :class:`TrainConfig` field, with its defaults."""
     defaults = TrainConfig()
@@ -185,8 +190,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 kwargs["choices"] = choices
         parser.add_argument(flag, **kwargs)
 
-
-_FIELD_TYPES = {"data_dir": str, "image_size": int, "model": str, "out": str}
 
 
 def from_args(args: argparse.Namespace) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""Test-set evaluation of each worker's model and of the averaged model; consensus distance.
+"""Test-set evaluation of each worker's model and of the averaged model.
 
 The averaged model ``xbar = (1/n) sum_i x_i`` (parameters and floating-point buffers
 such as BatchNorm statistics) is what a decentralized run would deploy; it is the same on
@@ -8,7 +8,6 @@ every rank, so each rank evaluates it on a slice of the test set and the sums ar
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import torch
@@ -42,20 +41,6 @@ def averaged_model(model, comm, into=None):
     into.load_state_dict(model.state_dict())
     comm.allreduce([t for t in into.state_dict().values() if t.is_floating_point()])
     return into
-
-
-@torch.no_grad()
-def consensus_distance(tensors, comm) -> float:
-    """``sqrt((1/n) sum_i ||x_i - xbar||^2)`` over ranks (collective; ``tensors`` unchanged).
-
-    Private stand-in for ``mpidec.consensus.exact_distance(tensors, comm)``, which another
-    change is adding; same signature and value, switch to it when it lands.
-    """
-    tensors = [t.detach() for t in tensors]
-    mean = [t.clone() for t in tensors]
-    comm.allreduce(mean)
-    local = sum(float(torch.sum((t - m) ** 2, dtype=torch.float64)) for t, m in zip(tensors, mean))
-    return math.sqrt(max(comm.allreduce_scalar(local, "mean"), 0.0))
 
 
 def test_slice(num_samples: int, world_size: int, rank: int) -> np.ndarray:

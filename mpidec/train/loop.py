@@ -25,6 +25,7 @@ import mpidec
 
 from .. import topology as topologies
 from ..atomic import write_json
+from ..consensus import exact_distance
 from . import algorithm, checkpoint, device, evaluation, models, plots
 from . import data as datasets
 from . import schedule as schedules
@@ -55,11 +56,13 @@ class Trainer:
         self.config = config.check()
         world = mpidec.init()
         self.rank, self.size = world.Get_rank(), world.Get_size()
-        try:
-            self.topology = topologies.build(config.topology, self.size)
-        except topologies.TopologyError as exc:
-            raise ConfigError(f"--topology: {exc}") from exc
-        self.comm = MPICommunicator(self.topology, allreduce="mpi")  # metrics, evaluation, agreement
+        topology = None  # None: the algorithm's default
+        if config.topology is not None:
+            try:
+                topology = topologies.build(config.topology, self.size)
+            except topologies.TopologyError as exc:
+                raise ConfigError(f"--topology: {exc}") from exc
+        self.comm = MPICommunicator(allreduce="mpi")  # metrics, evaluation, agreement (no gossip)
         local_rank, local_size = device.local_rank_and_size()
         error, saved = None, None
         try:
@@ -80,6 +83,7 @@ class Trainer:
                 if changed:
                     raise ConfigError("--resume: the checkpoint was made with other settings; "
                                       f"pass the saved ones: {'; '.join(changed)}")
+                self.model.load_state_dict(saved["model"])  # before the optimizer (ADPSGD copies it)
         except ConfigError as exc:
             error = str(exc)
         _agree(self.comm, error)
@@ -87,7 +91,8 @@ class Trainer:
         self.steps_per_epoch = self.partition.steps_per_epoch
         self.total_steps = config.epochs * self.steps_per_epoch
         self.schedule = schedules.from_config(config, self.steps_per_epoch, self.size)
-        self.optimizer = algorithm.build(config, self.model.parameters(), self.schedule(0), self.topology)
+        self.optimizer = algorithm.build(config, self.model.parameters(), self.schedule(0), topology)
+        self.topology = self.optimizer.topology
         self.interval, self.run_totals = Meter(), Meter()
         self.step, self.previous_time = 0, 0.0
         self.averaged = None  # the averaged model, allocated at the first evaluation
@@ -111,8 +116,7 @@ class Trainer:
     def _load(self, saved: dict) -> None:
         self.step = self.saved_step = saved["step"]
         self.previous_time = saved["time"]
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        checkpoint.load_optimizer_state(self.optimizer, saved["optimizer"])
         checkpoint.set_rng_states(saved["rng"])
         self.interval.load_state_dict(saved["interval"])
         self.run_totals.load_state_dict(saved["run_totals"])
@@ -216,7 +220,7 @@ class Trainer:
         steps, loss, correct, samples, compute, communication = sums.tolist()
         record = {"event": "train", "step": self.step, "epoch": self.step / self.steps_per_epoch,
                   "lr": self.optimizer.param_groups[0]["lr"], "loss": loss / steps, "accuracy": correct / samples,
-                  "consensus_distance": evaluation.consensus_distance(list(self.model.parameters()), self.comm),
+                  "consensus_distance": exact_distance(list(self.model.parameters()), self.comm),
                   "compute_time": compute / steps, "communication_time": communication / steps,
                   "samples_per_s": samples * self.size / max(compute + communication, 1e-12),
                   "time": self.elapsed()}
@@ -242,7 +246,7 @@ class Trainer:
                   "worker_test_loss": sum(loss for loss, _ in per_worker) / self.size,
                   "worker_test_accuracy": sum(accuracies) / self.size,
                   "worker_test_accuracy_min": min(accuracies), "worker_test_accuracy_max": max(accuracies),
-                  "consensus_distance": evaluation.consensus_distance(list(self.model.parameters()), self.comm),
+                  "consensus_distance": exact_distance(list(self.model.parameters()), self.comm),
                   "time": self.elapsed()}
         self.log.write(record)
         self.last_eval = record
@@ -303,7 +307,7 @@ class Trainer:
         parameters = sum(p.numel() for p in self.model.parameters())
         split = c.partition + (f" (alpha {c.alpha:g})" if c.partition == "dirichlet" else "")
         resumed = f" (resumed at step {self.step})" if c.resume else ""
-        return (f"mpidec train: {type(self.optimizer).__name__} on {self.topology.name} over {self.size} rank{"s" if self.size > 1 else ""}; "
+        return (f"mpidec train: {type(self.optimizer).__name__} on {self.topology.name} over {self.size} rank{'s' if self.size > 1 else ''}; "
                 f"{self.data.describe()}, {split} split; {self.model_name} ({parameters:,} parameters) on {self.device}\n"
                 f"  batch {c.batch_size} x {self.size} = {c.batch_size * self.size}, {self.steps_per_epoch} steps/epoch "
                 f"x {c.epochs} epochs = {self.total_steps} steps; lr {c.lr:g} -> peak {self.schedule.peak:g} "

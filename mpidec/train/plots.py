@@ -38,7 +38,8 @@ def plot_consensus(runs, path):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for label, records in runs:
-        ax.plot(*_series(records, "train", "step", "consensus_distance"), label=label)
+        steps, distances = _series(records, "train", "step", "consensus_distance")
+        ax.plot(steps, distances, label=label if any(distances) else f"{label} (0: not on a log scale)")
     ax.set(xlabel="step", ylabel="sqrt(mean_i ||x_i - xbar||^2)", title="consensus distance")
     if any(r["consensus_distance"] > 0 for _, records in runs for r in records if r["event"] == "train"):
         ax.set_yscale("log")

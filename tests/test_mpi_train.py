@@ -1,0 +1,97 @@
+"""mpidec train on 4 MPI ranks: every algorithm learns; a preempted and resumed run equals
+an uninterrupted one, bit for bit."""
+
+import signal
+
+import pytest
+import torch
+
+from mpidec import optim
+from mpidec.train import TrainConfig, algorithm, train
+from mpidec.train.metrics import check_record, read_records
+
+pytestmark = pytest.mark.mpi(min_size=2)
+
+# Each algorithm's settings on the embedded digits, 3 epochs of 11 steps (4 ranks x 32 samples).
+SETTINGS = {"D2": {"momentum": 0.0, "lr": 1.2}}
+FAST = dict(dataset="digits", epochs=3, batch_size=32, lr=0.4, log_every=3, progress=False)
+
+
+@pytest.fixture
+def world():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+@pytest.fixture
+def shared_dir(world, tmp_path):
+    """One folder for all ranks (rank 0's temporary folder)."""
+    return world.bcast(str(tmp_path), root=0)
+
+
+def records_of(world, out: str) -> list[dict]:
+    world.Barrier()  # rank 0 has written everything
+    return read_records(f"{out}/metrics.jsonl")
+
+
+@pytest.mark.parametrize("name", list(optim.ALGORITHMS))
+def test_every_algorithm_learns_the_digits(world, shared_dir, name):
+    out = f"{shared_dir}/{name}"
+    summary = train(TrainConfig(**{**FAST, "algorithm": name, "out": out, **SETTINGS.get(name, {})}))
+    records = records_of(world, out)
+    for record in records:
+        check_record(record)
+    losses = [r["loss"] for r in records if r["event"] == "train"]
+    assert summary["status"] == "finished" and summary["steps"] == 33 and summary["world_size"] == world.Get_size()
+    assert len(losses) == 11
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert summary["test_accuracy"] > 0.5
+    assert [r["epoch"] for r in records if r["event"] == "eval"] == [0.0, 1.0, 2.0, 3.0]
+
+
+def _signalled_at(cls, step: int, rank: int):
+    """``cls`` whose ``step()`` sends SIGTERM to rank ``rank`` right after step ``step``."""
+
+    class Signalled(cls):
+        def step(self, closure=None):
+            loss = super().step(closure)
+            if self.steps == step and self.comm.rank == rank:
+                signal.raise_signal(signal.SIGTERM)
+            return loss
+
+    Signalled.__name__ = cls.__name__
+    return Signalled
+
+
+def test_sigterm_on_one_rank_then_resume_equals_an_uninterrupted_run(world, shared_dir, monkeypatch):
+    settings = dict(FAST, algorithm="DmSGD", topology="ring", partition="dirichlet", alpha=0.3, weight_decay=1e-3,
+                    options={"variant": "yu"}, checkpoint_every=4)
+    whole = train(TrainConfig(**settings, out=f"{shared_dir}/whole"))
+
+    dmsgd = algorithm.resolve("DmSGD")
+    with monkeypatch.context() as patch:
+        patch.setattr(algorithm, "resolve", lambda name: _signalled_at(dmsgd, step=14, rank=1))
+        stopped = train(TrainConfig(**settings, out=f"{shared_dir}/parts"))
+    assert stopped["status"] == "preempted" and stopped["steps"] == 14
+    resumed = train(TrainConfig(**settings, out=f"{shared_dir}/parts", resume=True))
+    assert resumed["status"] == "finished" and resumed["steps"] == whole["steps"] == 33
+
+    final = {}
+    for run in ("whole", "parts"):
+        final[run] = torch.load(f"{shared_dir}/{run}/checkpoints/step-00000033/rank-{world.Get_rank():05d}.pt",
+                                weights_only=False)
+    for key, tensor in final["whole"]["model"].items():
+        assert torch.equal(tensor, final["parts"]["model"][key]), key
+    whole_state, parts_state = final["whole"]["optimizer"]["state"], final["parts"]["optimizer"]["state"]
+    assert whole_state and whole_state.keys() == parts_state.keys()
+    for index, state in whole_state.items():
+        assert torch.equal(state["momentum_buffer"], parts_state[index]["momentum_buffer"]), index
+
+    numbers = ("step", "epoch", "lr", "loss", "accuracy", "consensus_distance", "test_loss", "test_accuracy",
+               "worker_test_accuracy")
+    runs = [[{k: r[k] for k in numbers if k in r} for r in records_of(world, f"{shared_dir}/{run}")]
+            for run in ("whole", "parts")]
+    assert runs[0] == runs[1]
+    for key in ("test_accuracy", "consensus_distance", "train_loss"):
+        assert whole[key] == resumed[key]
