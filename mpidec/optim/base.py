@@ -176,10 +176,24 @@ class DecentralizedOptimizer(Optimizer):
         return g.add(m, alpha=beta) if group["nesterov"] else m
 
     def _local_sgd_step(self, pairs) -> None:
-        """``x <- x - lr * d`` with the momentum direction, for parameters with a gradient."""
+        """``m <- beta m + g ; x <- x - lr m`` (Nesterov: ``x <- x - lr (g + beta m)``) for the
+        parameters with a gradient, as ``torch.optim.SGD`` does it: multi-tensor
+        (``torch._foreach_*``) ops, one kernel launch per group rather than per parameter."""
+        by_group = {}
         for p, group in pairs:
             if p.grad is not None:
-                p.add_(self._momentum_direction(p, self._gradient(p, group), group), alpha=-group["lr"])
+                by_group.setdefault(id(group), (group, []))[1].append(p)
+        for group, params in by_group.values():
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            beta = group["momentum"]
+            if beta:
+                momenta = [self._buffer(p, "momentum_buffer") for p in params]
+                torch._foreach_mul_(momenta, beta)
+                torch._foreach_add_(momenta, grads)
+                grads = torch._foreach_add(grads, momenta, alpha=beta) if group["nesterov"] else momenta
+            torch._foreach_add_(params, grads, alpha=-group["lr"])
 
     # -------------------------------------------------------------- checkpoints
 
