@@ -110,3 +110,19 @@ def test_other_bad_input():
         T.ring(8).check_size(4)
     with pytest.raises(T.TopologyError, match="not doubly stochastic|doubly"):
         T.from_networkx(nx.star_graph(4), weights="uniform")
+
+
+def test_topology_command_prints_neighbours_spectrum_and_draws(tmp_path):
+    import subprocess
+    import sys
+
+    png = tmp_path / "ring.png"
+    out = subprocess.run([sys.executable, "-m", "mpidec", "topology", "ring", "-n", "5", "--plot", str(png)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "node   0  receives from [1, 4]  weights {0:0.3333, 1:0.3333, 4:0.3333}" in out.stdout
+    assert f"spectral_gap: {1 - (1 / 3 + 2 / 3 * math.cos(2 * math.pi / 5)):.6g}" in out.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run([sys.executable, "-m", "mpidec", "topology", "hypercube", "-n", "6"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "hypercube needs n a power of two, got n=6" in bad.stderr
