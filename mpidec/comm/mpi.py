@@ -104,6 +104,12 @@ class MPICommunicator(Communicator):
             self._allreduce_backend = select_allreduce(self._allreduce_choice, self.comm)
         return self._allreduce_backend.name
 
+    def _start_alltoall(self, send, recv):
+        return self.comm.Ialltoall(as_mpi_bytes(send, len(send)), as_mpi_bytes(recv, len(recv)))
+
+    def _start_allgather(self, send, recv):
+        return self.comm.Iallgather(as_mpi_bytes(send), as_mpi_bytes(recv, len(recv)))
+
     def allreduce_scalar(self, value, op="sum"):
         from mpi4py import MPI
 
@@ -114,3 +120,13 @@ class MPICommunicator(Communicator):
 
     def allgather_object(self, obj):
         return self.comm.allgather(obj)
+
+    def model_window(self, tensors):
+        from .window import MPIModelWindow
+
+        return MPIModelWindow(self.comm, tensors)
+
+    def counter(self):
+        from .window import MPICounter
+
+        return MPICounter(self.comm)

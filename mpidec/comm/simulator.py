@@ -144,11 +144,35 @@ class SimCommunicator(Communicator):
         request = self._collective(buf, _sum_in_rank_order)
         return _Request(lambda: buf.copy_(request.wait()))
 
+    def _start_alltoall(self, send, recv):
+        def combine(items):
+            for j, item in enumerate(items):
+                recv[j].copy_(item[self.rank])
+
+        return self._collective(send, combine)
+
+    def _start_allgather(self, send, recv):
+        def combine(items):
+            for j, item in enumerate(items):
+                recv[j].copy_(item)
+
+        return self._collective(send, combine)
+
     def allreduce_scalar(self, value, op="sum"):
         return self._collective(float(value), lambda items: _reduce(items, op)).wait()
 
     def allgather_object(self, obj):
         return self._collective(obj, list).wait()
+
+    def model_window(self, tensors):
+        from .sim_window import SimModelWindow
+
+        return SimModelWindow(self, tensors)
+
+    def counter(self):
+        from .sim_window import SimCounter
+
+        return SimCounter(self)
 
 
 def _sum_in_rank_order(tensors):

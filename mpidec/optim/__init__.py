@@ -8,8 +8,9 @@ from .dmsgd import DSGD, DmSGD
 from .localsgd import LocalSGD
 from .pmsgd import PmSGD
 from .qgdmsgd import QGDmSGD
+from .signum import SignumMV
 
-ALGORITHMS = {cls.__name__: cls for cls in (DSGD, DmSGD, DecentLaM, QGDmSGD, D2, LocalSGD, PmSGD, ADPSGD)}
+ALGORITHMS = {cls.__name__: cls for cls in (DSGD, DmSGD, DecentLaM, QGDmSGD, D2, LocalSGD, PmSGD, ADPSGD, SignumMV)}
 
 
 def by_name(name: str):

@@ -119,13 +119,15 @@ class DecentralizedOptimizer(Optimizer):
         """Run a bucket's local part and start its exchange (from a gradient hook or ``step()``)."""
         self._before(bucket.pairs)
         bucket.tensors = self._exchanged(bucket.pairs)
-        if not bucket.tensors:
-            return
+        if bucket.tensors:
+            bucket.handle = self._start_exchange(bucket)
+
+    def _start_exchange(self, bucket):
+        """Gossip (with the consensus measure) or allreduce of ``bucket.tensors``; returns a handle."""
         if self.gossips:
-            bucket.handle = self.comm.neighbor_average_async(bucket.tensors, self.steps, self.topology,
-                                                             measure=self.measure_consensus)
-        else:
-            bucket.handle = self.comm.allreduce_async(bucket.tensors)
+            return self.comm.neighbor_average_async(bucket.tensors, self.steps, self.topology,
+                                                    measure=self.measure_consensus)
+        return self.comm.allreduce_async(bucket.tensors)
 
     # -------------------------------------------------------------- consensus
 

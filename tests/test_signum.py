@@ -1,0 +1,84 @@
+"""signSGD / Signum with majority vote: packing, the vote's closed form, ties, bytes."""
+
+import numpy as np
+import pytest
+import torch
+
+from mpidec import optim
+from mpidec import topology as T
+from mpidec.comm import Simulator
+from mpidec.comm import bits
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 63, 64, 65, 1000])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_packing_round_trips_for_every_length_and_dtype(n, dtype):
+    x = torch.randn(n, generator=torch.Generator().manual_seed(n)).to(dtype)
+    packed = bits.pack_signs(x)
+    assert packed.dtype == torch.uint8 and packed.numel() == (n + 7) // 8
+    want = torch.where(x >= 0, 1.0, -1.0)
+    assert torch.equal(bits.unpack_signs(packed, n), want)
+
+
+def test_packing_layout_is_little_endian_within_a_byte():
+    x = torch.tensor([1.0, -1, -1, -1, -1, -1, -1, 1, 0.0])  # bits 0 and 7, then a zero (counts as +)
+    assert bits.pack_signs(x).tolist() == [0b10000001, 0b00000001]
+
+
+def vote_closed_form(signals, offset=0):
+    s = np.sign(np.where(np.stack(signals) >= 0, 1, -1).sum(0))
+    ties = s == 0
+    s[ties] = np.where((np.arange(len(s)) + offset)[ties] % 2 == 0, 1, -1)
+    return s
+
+
+@pytest.mark.parametrize("n", [3, 4])  # odd: no ties; even: ties
+def test_update_equals_minus_lr_times_the_vote_ties_included(n):
+    dim, lr = 37, 0.1
+    g = torch.Generator().manual_seed(n)
+    grads = [torch.randint(-1, 2, (dim,), generator=g).double() for _ in range(n)]  # many exact ties at 0
+    x0 = torch.randn(dim, generator=g, dtype=torch.float64)
+
+    def node(comm):
+        p = x0.clone().requires_grad_()
+        opt = optim.SignumMV([p], lr=lr, momentum=0.0, comm=comm)
+        p.grad = grads[comm.rank].clone()
+        opt.step()
+        return p.detach().numpy()
+
+    results = Simulator(n, T.ring(n)).run(node)
+    want = x0.numpy() - lr * vote_closed_form([g.numpy() for g in grads])
+    for got in results:
+        np.testing.assert_array_equal(got, want)
+    if n % 2 == 0:
+        assert (np.stack([g.numpy() >= 0 for g in grads]).sum(0) * 2 == n).any()  # the data has ties
+
+
+def test_signum_uses_the_momentum_sign_and_decoupled_weight_decay():
+    n, dim, lr, wd, beta = 3, 20, 0.05, 0.1, 0.9
+    g = torch.Generator().manual_seed(1)
+    steps = [[torch.randn(dim, generator=g, dtype=torch.float64) for _ in range(n)] for _ in range(3)]
+    x0 = torch.randn(dim, generator=g, dtype=torch.float64)
+
+    def node(comm):
+        p = x0.clone().requires_grad_()
+        opt = optim.SignumMV([p], lr=lr, momentum=beta, weight_decay=wd, comm=comm)
+        for grads in steps:
+            p.grad = grads[comm.rank].clone()
+            opt.step()
+        return p.detach().numpy()
+
+    x, m = x0.numpy().copy(), [np.zeros(dim)] * n
+    for grads in steps:
+        m = [beta * mi + gi.numpy() for mi, gi in zip(m, grads)]
+        x = x - lr * (vote_closed_form(m) + wd * x)
+    for got in Simulator(n, T.ring(n)).run(node):
+        np.testing.assert_allclose(got, x, rtol=0, atol=1e-15)
+
+
+def test_bytes_on_the_wire_are_a_thirty_second_of_a_float32_allreduce():
+    n, params = 4, 1_000_000
+    shard = 8 * bits.packed_size(-(-params // n))
+    sent_vote = 2 * (n - 1) * shard // 8                # all-to-all and allgather, each (n - 1) shards
+    sent_allreduce = 2 * (n - 1) * (params // n) * 4    # ring allreduce of float32
+    assert sent_allreduce / sent_vote >= 31.9
