@@ -19,8 +19,6 @@ payload; the target is at most in-degree + 1) and whether steady-state steps all
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -28,26 +26,9 @@ import mpidec
 from mpidec import topology
 from mpidec.atomic import save_figure, write_json
 from mpidec.comm import MPICommunicator
+from timing import timed
 
 PAYLOADS = [1 << 10, 16 << 10, 256 << 10, 4 << 20, 32 << 20, 100 << 20]
-
-
-def timed(world, fn, reps):
-    """Median over reps of the slowest rank's time for ``fn()``, in seconds."""
-    fn()  # warm-up: graph communicators, buffers, Horovod negotiation
-    samples = []
-    for _ in range(reps):
-        world.Barrier()
-        t0 = time.perf_counter()
-        fn()
-        samples.append(world.allreduce(time.perf_counter() - t0, op=mpi_max()))
-    return statistics.median(samples)
-
-
-def mpi_max():
-    from mpi4py import MPI
-
-    return MPI.MAX
 
 
 def raw_ring(world, x, recv, w):

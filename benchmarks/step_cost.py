@@ -14,8 +14,6 @@ the model size. Writes benchmarks/results/step_cost.json and docs/figures/step_c
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torchvision
@@ -24,9 +22,10 @@ import mpidec
 from mpidec import optim, topology
 from mpidec.atomic import save_figure, write_json
 from mpidec.comm import MPICommunicator
+from timing import timed
 
-CASES = [("DSGD", {}), ("DmSGD", {}), ("DmSGD", {"variant": "yu"}), ("DecentLaM", {}), ("QGDmSGD", {}),
-         ("D2", {}), ("LocalSGD", {"period": 4}), ("PmSGD", {})]
+CASES = [("DSGD", {"momentum": 0.0}), ("DmSGD", {}), ("DmSGD", {"variant": "yu"}), ("DecentLaM", {}),
+         ("QGDmSGD", {}), ("D2", {"momentum": 0.0}), ("LocalSGD", {"period": 4}), ("PmSGD", {})]
 
 
 def tensor_bytes(tensors) -> int:
@@ -38,23 +37,6 @@ def optimizer_bytes(opt) -> int:
     state = [t for s in opt.state.values() for t in s.values()]
     scratch = [t for d in vars(opt).values() if isinstance(d, dict) for t in d.values()]
     return tensor_bytes(state) + tensor_bytes(scratch)
-
-
-def timed(world, fn, reps):
-    fn()
-    samples = []
-    for _ in range(reps):
-        world.Barrier()
-        t0 = time.perf_counter()
-        fn()
-        samples.append(world.allreduce(time.perf_counter() - t0, op=max_op()))
-    return statistics.median(samples)
-
-
-def max_op():
-    from mpi4py import MPI
-
-    return MPI.MAX
 
 
 def sgd_plus_raw_exchange(world, params, sgd, recv):
@@ -96,10 +78,10 @@ def main():
     for name, kwargs in CASES:
         params = fresh()
         comm = MPICommunicator(ring)
-        opt = optim.by_name(name)(params, lr=0.01, momentum=0.0 if name == "D2" else 0.9, topology=ring,
-                                  comm=comm, overlap=False, **kwargs)
+        kwargs = {"momentum": 0.9, **kwargs}
+        opt = optim.by_name(name)(params, lr=0.01, topology=ring, comm=comm, overlap=False, **kwargs)
         seconds = timed(world, opt.step, args.reps)
-        label = name + "".join(f" {k}={v}" for k, v in kwargs.items())
+        label = name + "".join(f" {k}={v}" for k, v in kwargs.items() if k != "momentum")
         rows.append({"algorithm": label, "seconds": seconds, "ratio": seconds / baseline,
                      "state_x_model": optimizer_bytes(opt) / model_bytes,
                      "buffers_x_model": comm._pool.allocated_bytes / model_bytes})
