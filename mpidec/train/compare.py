@@ -18,7 +18,7 @@ COLUMNS = (  # header, summary key, format
     ("train loss", "train_loss", "{:.4f}"),
     ("compute ms/step", "compute_time", "{:.2f}"),
     ("comm ms/step", "communication_time", "{:.2f}"),
-    ("time s", "time", "{:.1f}"),
+    ("train s", "time", "{:.1f}"),
 )
 _MILLISECONDS = {"compute_time", "communication_time"}
 

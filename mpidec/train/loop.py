@@ -13,6 +13,7 @@ told to stop (SIGTERM), after which every rank checkpoints and returns.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -225,7 +226,7 @@ class Trainer:
                   "samples_per_s": samples * self.size / max(compute + communication, 1e-12),
                   "time": self.elapsed()}
         meter.reset()
-        self.log.write(record)
+        self._write(record)
         self.last_train = record
         return record
 
@@ -248,7 +249,7 @@ class Trainer:
                   "worker_test_accuracy_min": min(accuracies), "worker_test_accuracy_max": max(accuracies),
                   "consensus_distance": exact_distance(list(self.model.parameters()), self.comm),
                   "time": self.elapsed()}
-        self.log.write(record)
+        self._write(record)
         self.last_eval = record
         self._say(f"epoch {record['epoch']:5.2f}  step {self.step:>6}  "
                   + (f"train loss {self.last_train['loss']:.4f}  " if self.last_train else "")
@@ -256,6 +257,14 @@ class Trainer:
                   f"{record['worker_test_accuracy']:.4f} (workers, {min(accuracies):.4f}-{max(accuracies):.4f})  "
                   f"consensus distance {record['consensus_distance']:.3g}")
         return record
+
+    def _write(self, record: dict) -> None:
+        """Log ``record``; a ConfigError on every rank (the values are global) if training diverged."""
+        broken = [key for key, value in record.items() if isinstance(value, float) and not math.isfinite(value)]
+        if broken:
+            raise ConfigError(f"training diverged: {record['event']} {broken[0]} is {record[broken[0]]} at step "
+                              f"{self.step}; lower --lr (peak {self.schedule.peak:g}) or lengthen --warmup-epochs")
+        self.log.write(record)
 
     def _summary(self, status: str) -> dict:
         """The run in one dictionary (collective); rank 0 also writes summary.json and the plots."""
