@@ -13,7 +13,7 @@ from mpidec.train.metrics import check_record, read_records
 pytestmark = pytest.mark.mpi(min_size=2)
 
 # Each algorithm's settings on the embedded digits, 3 epochs of 11 steps (4 ranks x 32 samples).
-SETTINGS = {"D2": {"momentum": 0.0, "lr": 1.2}}
+SETTINGS = {"D2": {"momentum": 0.0, "lr": 1.2}, "SignumMV": {"lr": 0.01}}  # a sign step moves every weight by lr
 FAST = dict(dataset="digits", epochs=3, batch_size=32, lr=0.4, log_every=3, progress=False)
 
 
