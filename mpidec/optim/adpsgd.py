@@ -23,18 +23,19 @@ class ADPSGD(DecentralizedOptimizer):
         x_i <- x_i - lr d                                (atomic with respect to the averages)
         x_hat <- x_i                                     (the parameters for the next forward)
 
-    The model ``x_i`` lives in a one-sided window (``comm.model_window``): an active worker
-    averages with a passive one by locking both models, reading the passive one and writing
-    the average back (MPI: Lock, Get, Put, Unlock); a passive worker is averaged with while
-    it computes and only locks its own model to apply its gradient. The bipartite split
-    (2-colouring of the topology's undirected graph, rank 0 active; even/odd ranks on an
-    even ring) puts every average between an active and a passive worker, so averages never
-    chain and a passive worker never initiates communication. Each average writes the same
-    value to both models, so ``mean_i x_i`` only changes by the gradient steps (exactly, to
-    rounding).
+    The model ``x_i`` lives in a one-sided window (``comm.model_window``). An active worker
+    averages with a passive neighbour by locking both models (in rank order), reading the
+    passive one and writing the average back (MPI: Lock, Get, Put, Unlock); a passive worker
+    never initiates an average, is averaged with while it computes, and only locks its own
+    model to apply its step. The roles are the 2-colouring of the topology's undirected
+    graph with rank 0 active (even/odd ranks on an even ring), so every average joins an
+    active and a passive worker, as in the paper. Each average writes the same rounded
+    value to both models: ``mean_i x_i`` changes only by the gradient steps.
 
-    The passive side needs no help on one node (shared-memory windows); on transports
-    that need the target to call MPI a progress thread polls (see :mod:`mpidec.comm.window`).
+    Progress: on one node the windows are shared memory (Open MPI ``osc/sm``); the active
+    worker does all the work of an average and a passive worker spends nothing on it, even
+    while it sleeps or computes. Transports that need the target to call MPI get a progress
+    thread (``MPIDEC_RMA_PROGRESS``; cost and measurements in :mod:`mpidec.comm.window`).
 
     ``topology``: a static topology whose undirected graph is bipartite (default: the ring,
     which needs an even number of workers); any other raises :class:`~mpidec.topology.TopologyError`.
@@ -43,13 +44,12 @@ class ADPSGD(DecentralizedOptimizer):
     """
 
     gossips = False  # no synchronous gossip: no consensus estimate or control
+    default_topology = "ring"
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, topology=None, comm=None):
-        # one bucket (the whole model, averaged at once), no gradient hooks
+        # one bucket: the whole model, in the window's order; no gradient hooks
         super().__init__(params, lr, momentum, weight_decay, False, topology, comm,
                          overlap=False, bucket_bytes=math.inf)
-        if topology is None:
-            self.topology = T.ring(self.comm.size)
         self.active, self.partners = bipartite_roles(self.topology, self.comm.rank)
         self._rng = random.Random(self.comm.rank)
         self._window = self.comm.model_window(self.params)
