@@ -82,10 +82,6 @@ class Checkpoints:
                     shutil.rmtree(old, ignore_errors=True)
         return self.root / folder
 
-    def latest_step(self) -> int | None:
-        path = self.root / LATEST
-        return int(path.read_text().strip().removeprefix("step-")) if path.exists() else None
-
     def load(self) -> dict:
         """This rank's state from the latest complete checkpoint (ConfigError if there is none)."""
         latest = self.root / LATEST

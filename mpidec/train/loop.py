@@ -312,13 +312,21 @@ class Trainer:
                     disable=not (self.rank == 0 and self.config.progress), mininterval=1.0, leave=False)
 
     def _describe(self) -> str:
-        c = self.config
+        c, schedule = self.config, self.schedule
         parameters = sum(p.numel() for p in self.model.parameters())
         split = c.partition + (f" (alpha {c.alpha:g})" if c.partition == "dirichlet" else "")
+        rate = (f"lr {c.lr:g} for {c.reference_batch} samples -> {schedule.peak:g}" if c.lr_scaling == "linear"
+                else f"lr {schedule.peak:g} (not scaled with the batch)")
+        if schedule.warmup_steps and schedule.start < schedule.peak:
+            rate += f", warm-up over {schedule.warmup_steps} steps from {schedule.start:g}"
+        elif c.warmup_epochs:
+            rate += ", no warm-up (the peak is not above --lr)"
+        rate += {"cosine": ", cosine decay", "step": f", x{c.decay_factor:g} at steps {schedule.milestones}",
+                 "none": ", no decay"}[c.decay]
         resumed = f" (resumed at step {self.step})" if c.resume else ""
-        return (f"mpidec train: {type(self.optimizer).__name__} on {self.topology.name} over {self.size} rank{'s' if self.size > 1 else ''}; "
-                f"{self.data.describe()}, {split} split; {self.model_name} ({parameters:,} parameters) on {self.device}\n"
+        return (f"mpidec train: {type(self.optimizer).__name__} on {self.topology.name} over {self.size} "
+                f"rank{'s' if self.size > 1 else ''}; {self.data.describe()}, {split} split; {self.model_name} "
+                f"({parameters:,} parameters) on {self.device}\n"
                 f"  batch {c.batch_size} x {self.size} = {c.batch_size * self.size}, {self.steps_per_epoch} steps/epoch "
-                f"x {c.epochs} epochs = {self.total_steps} steps; lr {c.lr:g} -> peak {self.schedule.peak:g} "
-                f"({c.lr_scaling} scaling, reference batch {c.reference_batch}), {c.warmup_epochs:g} warm-up "
-                f"epochs, {c.decay} decay\n  output: {c.out_dir}{resumed}")
+                f"x {c.epochs} epochs = {self.total_steps} steps; {rate}\n"
+                f"  output: {c.out_dir}{resumed}")

@@ -1,4 +1,4 @@
-"""What a run reports: JSON-lines records (rank 0), TensorBoard scalars, the summary.
+"""What a run reports: JSON-lines records (written by rank 0), mirrored to TensorBoard.
 
 ``metrics.jsonl`` holds one JSON object per line, ``"event"`` saying which kind; every
 value is over all ranks (a mean unless the name says otherwise):
@@ -107,9 +107,6 @@ class MetricsLog:
             for key, value in record.items():
                 if key not in ("event", "step", "epoch", "time"):
                     self._tensorboard.add_scalar(f"{record['event']}/{key}", value, record["step"])
-
-    def last(self, event: str) -> dict | None:
-        return next((r for r in reversed(self.records) if r["event"] == event), None)
 
     def close(self) -> None:
         if self._tensorboard is not None:
