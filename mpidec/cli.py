@@ -35,23 +35,17 @@ def topology_command(args) -> int:
     return 0
 
 
-def _error(command: str, message: str) -> int:
-    """Print ``message`` once (rank 0 under MPI) and return the exit status 2."""
-    from .runtime import rank_and_size
-
-    if rank_and_size()[0] == 0:
-        print(f"mpidec {command}: error: {message}", file=sys.stderr, flush=True)
-    return 2
-
-
 def train_command(args) -> int:
+    from .runtime import rank_and_size
     from .train import ConfigError, train
     from .train.config import from_args
 
     try:
         train(from_args(args))
-    except ConfigError as exc:
-        return _error("train", str(exc))
+    except ConfigError as exc:  # raised on every rank alike: say it once
+        if rank_and_size()[0] == 0:
+            print(f"mpidec train: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

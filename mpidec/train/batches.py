@@ -35,9 +35,10 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return ((seed * 1_000_003 + epoch) * 100_000_007 + index) % (2**63)
 
 
-def batches(dataset, order, batch_size: int, start: int = 0, seed: int = 0, epoch: int = 0, workers: int = 0):
+def batches(dataset, order, batch_size: int, start: int = 0, seed: int = 0, epoch: int = 0, workers: int = 0,
+            pin_memory: bool = False):
     """Yield ``(images, labels)`` for ``order[b*B:(b+1)*B]``, ``b = start, start+1, ...``
-    (the last batch may be short)."""
+    (the last batch may be short). ``workers`` loader processes, ``pin_memory`` for GPUs."""
     order = np.asarray(order)[start * batch_size:]
     if isinstance(dataset, TensorSamples):
         for i in range(0, len(order), batch_size):
@@ -47,5 +48,5 @@ def batches(dataset, order, batch_size: int, start: int = 0, seed: int = 0, epoc
     keys = [(int(i), sample_seed(seed, epoch, int(i))) for i in order]
     loader = torch.utils.data.DataLoader(
         _SeededSamples(dataset), batch_sampler=[keys[i:i + batch_size] for i in range(0, len(keys), batch_size)],
-        num_workers=workers, persistent_workers=False)
+        num_workers=workers, pin_memory=pin_memory)
     yield from loader

@@ -17,6 +17,8 @@ PARTITIONS = ("iid", "label_sorted", "dirichlet")
 DECAYS = ("cosine", "step", "none")
 LR_SCALINGS = ("linear", "none")
 DEVICES = ("auto", "cpu", "cuda")
+CHOICES = {"dataset": DATASETS, "partition": PARTITIONS, "decay": DECAYS, "lr_scaling": LR_SCALINGS,
+           "device": DEVICES}
 
 # Fields that must not change when a run resumes: they decide what the saved state means.
 RESUME_INVARIANTS = ("algorithm", "options", "topology", "dataset", "partition", "alpha", "model",
@@ -35,7 +37,7 @@ class TrainConfig:
 
     algorithm: str = "DecentLaM"
     options: dict = field(default_factory=dict)  # algorithm-specific, e.g. {"period": 4}
-    topology: str | None = None    # None: the algorithm's default (exponential; ring for ADPSGD)
+    topology: str | None = None    # None: the algorithm's default_topology
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -66,21 +68,16 @@ class TrainConfig:
 
     def check(self) -> "TrainConfig":
         """Raise :class:`ConfigError` on a setting that cannot work; return self."""
-        _choice("--dataset", self.dataset, DATASETS)
-        _choice("--partition", self.partition, PARTITIONS)
-        _choice("--decay", self.decay, DECAYS)
-        _choice("--lr-scaling", self.lr_scaling, LR_SCALINGS)
-        _choice("--device", self.device, DEVICES)
-        for flag, value in (("--batch-size", self.batch_size), ("--epochs", self.epochs),
-                            ("--reference-batch", self.reference_batch), ("--log-every", self.log_every),
-                            ("--eval-every", self.eval_every)):
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{flag(name)} {getattr(self, name)!r} is not one of: {', '.join(choices)}")
+        for name in ("batch_size", "epochs", "reference_batch", "log_every", "eval_every"):
+            value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
-                raise ConfigError(f"{flag} must be an integer >= 1, got {value!r}")
-        for flag, value in (("--lr", self.lr), ("--weight-decay", self.weight_decay),
-                            ("--warmup-epochs", self.warmup_epochs), ("--checkpoint-every", self.checkpoint_every),
-                            ("--workers", self.workers)):
-            if not value >= 0:
-                raise ConfigError(f"{flag} must be >= 0, got {value!r}")
+                raise ConfigError(f"{flag(name)} must be an integer >= 1, got {value!r}")
+        for name in ("lr", "weight_decay", "warmup_epochs", "checkpoint_every", "workers"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{flag(name)} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum!r}")
         if not 0 < self.decay_factor <= 1:
@@ -105,13 +102,13 @@ class TrainConfig:
     def changed_invariants(self, saved: dict) -> list[str]:
         """``flag: saved -> now`` for each setting a checkpoint cannot be resumed with."""
         now = self.to_dict()
-        return [f"--{key.replace('_', '-')}: {saved.get(key)!r} -> {now[key]!r}"
+        return [f"{flag(key)}: {saved.get(key)!r} -> {now[key]!r}"
                 for key in RESUME_INVARIANTS if saved.get(key) != now[key]]
 
 
-def _choice(flag: str, value, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"{flag} {value!r} is not one of: {', '.join(choices)}")
+def flag(name: str) -> str:
+    """The command-line flag of a :class:`TrainConfig` field."""
+    return "--option" if name == "options" else "--" + name.replace("_", "-")
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -131,15 +128,15 @@ _HELP = {
     "algorithm": "optimizer name from mpidec.optim.ALGORITHMS (case-insensitive)",
     "options": "algorithm-specific constructor argument NAME=VALUE, repeatable: period=4 (LocalSGD), "
                "variant=yu (DmSGD)",
-    "topology": "communication graph, a name from mpidec.topology.BUILDERS (default: the algorithm's own, "
-                "exponential for most, ring for ADPSGD)",
+    "topology": "communication graph, a name from mpidec.topology.BUILDERS (default: the algorithm's "
+                "default_topology)",
     "lr": "learning rate for --reference-batch samples (scaled to the global batch, see --lr-scaling)",
     "momentum": "momentum coefficient beta (D2 needs 0)",
     "nesterov": "Nesterov momentum",
     "weight_decay": "L2 penalty added to the gradient",
     "batch_size": "samples per worker per step",
     "epochs": "passes over the training set (all workers together)",
-    "warmup_epochs": "linear warm-up from the unscaled --lr to the scaled peak",
+    "warmup_epochs": "linear warm-up from the unscaled --lr to the scaled peak (none when the peak is lower)",
     "lr_scaling": "linear: peak lr = lr * global batch / --reference-batch (Goyal et al.)",
     "reference_batch": "the batch size --lr is meant for",
     "decay": "after warm-up: cosine to zero, step (x --decay-factor at --milestones), or none",
@@ -173,7 +170,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``mpidec train`` flags, one per :class:`TrainConfig` field, with its defaults."""
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + ("option" if f.name == "options" else f.name.replace("_", "-"))
         default = getattr(defaults, f.name)
         kwargs = {"dest": f.name, "help": _HELP[f.name]}
         if isinstance(default, bool):
@@ -184,12 +180,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs.update(nargs="+", type=float, default=[], metavar="EPOCH")
         else:
             kwargs.update(default=default, type=_FIELD_TYPES.get(f.name, type(default)))
-            choices = {"dataset": DATASETS, "partition": PARTITIONS, "decay": DECAYS,
-                       "lr_scaling": LR_SCALINGS, "device": DEVICES}.get(f.name)
-            if choices:
-                kwargs["choices"] = choices
-        parser.add_argument(flag, **kwargs)
-
+            if f.name in CHOICES:
+                kwargs["choices"] = CHOICES[f.name]
+        parser.add_argument(flag(f.name), **kwargs)
 
 
 def from_args(args: argparse.Namespace) -> TrainConfig:

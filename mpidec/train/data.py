@@ -27,8 +27,8 @@ DIGITS_TEST_SAMPLES = 360
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-_GET_CIFAR = ("python -c \"import torchvision; torchvision.datasets.CIFAR10('DIR', download=True)\" "
-              "on a machine with internet access, copy DIR here")
+_GET_CIFAR = ("run python -c \"import torchvision; torchvision.datasets.CIFAR10('DIR', download=True)\" "
+              "where there is internet access and copy DIR here")
 
 
 @dataclass
@@ -119,7 +119,7 @@ def cifar10(config) -> Data:
         root = root.parent
     if not (root / "cifar-10-batches-py").is_dir():
         raise ConfigError(f"--data-dir {root}: no cifar-10-batches-py/ inside. Pass the folder that holds it "
-                          f"(to get it: {_GET_CIFAR} and pass --data-dir DIR)")
+                          f"(to get it: {_GET_CIFAR})")
     normalize = [T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)]
     augment = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
     try:

@@ -17,12 +17,12 @@ from .batches import batches
 
 
 @torch.no_grad()
-def test_sums(model, dataset, order, batch_size: int, device, workers: int = 0) -> tuple[float, int, int]:
+def score(model, dataset, order, batch_size: int, device, workers: int = 0) -> tuple[float, int, int]:
     """``(summed loss, correct predictions, samples)`` of ``model`` on ``dataset[order]``."""
     was_training = model.training
     model.eval()
     loss, correct, count = 0.0, 0, 0
-    for images, labels in batches(dataset, order, batch_size, workers=workers):
+    for images, labels in batches(dataset, order, batch_size, workers=workers, pin_memory=device.type == "cuda"):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         logits = model(images)
         loss += F.cross_entropy(logits, labels, reduction="sum").item()
@@ -43,6 +43,6 @@ def averaged_model(model, comm, into=None):
     return into
 
 
-def test_slice(num_samples: int, world_size: int, rank: int) -> np.ndarray:
-    """This rank's contiguous slice of the test set (slices cover it exactly once)."""
+def rank_slice(num_samples: int, world_size: int, rank: int) -> np.ndarray:
+    """Rank ``rank``'s contiguous slice of ``range(num_samples)`` (the slices cover it exactly once)."""
     return np.array_split(np.arange(num_samples), world_size)[rank]

@@ -51,6 +51,8 @@ def _agree(comm, error: str | None) -> None:
 
 
 class Trainer:
+    """One rank's part of a run: ``Trainer(config).run()`` on every rank."""
+
     def __init__(self, config: TrainConfig):
         from ..comm import MPICommunicator
 
@@ -67,24 +69,7 @@ class Trainer:
         local_rank, local_size = device.local_rank_and_size()
         error, saved = None, None
         try:
-            self.device = device.choose(config.device, local_rank, local_size)
-            self.data = datasets.load(config)
-            self.model_name = config.model or models.DEFAULT_MODEL[config.dataset]
-            self.model = models.build(self.model_name, self.data.input_shape, self.data.num_classes,
-                                      config.seed).to(self.device)
-            try:
-                self.partition = Partition(self.data.train_labels, self.size, self.rank, config.partition,
-                                           config.seed, config.alpha, config.batch_size)
-            except ValueError as exc:
-                raise ConfigError(f"--partition {config.partition}: {exc}") from exc
-            self.checkpoints = checkpoint.Checkpoints(config.out_dir, self.rank, self.size)
-            if config.resume:
-                saved = self.checkpoints.load()
-                changed = config.changed_invariants(saved["config"])
-                if changed:
-                    raise ConfigError("--resume: the checkpoint was made with other settings; "
-                                      f"pass the saved ones: {'; '.join(changed)}")
-                self.model.load_state_dict(saved["model"])  # before the optimizer (ADPSGD copies it)
+            saved = self._prepare(local_rank, local_size)
         except ConfigError as exc:
             error = str(exc)
         _agree(self.comm, error)
@@ -94,17 +79,42 @@ class Trainer:
         self.schedule = schedules.from_config(config, self.steps_per_epoch, self.size)
         self.optimizer = algorithm.build(config, self.model.parameters(), self.schedule(0), topology)
         self.topology = self.optimizer.topology
-        self.interval, self.run_totals = Meter(), Meter()
-        self.step, self.previous_time = 0, 0.0
-        self.averaged = None  # the averaged model, allocated at the first evaluation
+        self.interval, self.run_totals = Meter(), Meter()  # metric sums: since the last record, whole run
+        self.step = 0
+        self.saved_step = None   # step of the last checkpoint
+        self.previous_time = 0.0  # seconds trained before a resume
+        self.averaged = None     # the averaged model, allocated at the first evaluation
         self.last_eval = self.last_train = None
-        self.saved_step = None
         if saved is not None:
             self._load(saved)
         else:
             torch.manual_seed(config.seed * 1_000_003 + self.rank + 1)  # per-rank stream (dropout, ...)
         self.log = MetricsLog(config.out_dir, self.rank == 0, saved["step"] if saved else None)
         self.started = time.perf_counter()
+
+    def _prepare(self, local_rank: int, local_size: int) -> dict | None:
+        """The local part of setting up: device, data, model, partition, saved state (if resuming)."""
+        config = self.config
+        self.device = device.choose(config.device, local_rank, local_size)
+        self.data = datasets.load(config)
+        self.model_name = config.model or models.DEFAULT_MODEL[config.dataset]
+        self.model = models.build(self.model_name, self.data.input_shape, self.data.num_classes,
+                                  config.seed).to(self.device)
+        try:
+            self.partition = Partition(self.data.train_labels, self.size, self.rank, config.partition,
+                                       config.seed, config.alpha, config.batch_size)
+        except ValueError as exc:
+            raise ConfigError(f"--partition {config.partition}: {exc}") from exc
+        self.checkpoints = checkpoint.Checkpoints(config.out_dir, self.rank, self.size)
+        if not config.resume:
+            return None
+        saved = self.checkpoints.load()
+        changed = config.changed_invariants(saved["config"])
+        if changed:
+            raise ConfigError("--resume: the checkpoint was made with other settings; "
+                              f"pass the saved ones: {'; '.join(changed)}")
+        self.model.load_state_dict(saved["model"])  # before the optimizer exists (ADPSGD copies the model)
+        return saved
 
     # ------------------------------------------------------------ state
 
@@ -123,10 +133,9 @@ class Trainer:
         self.run_totals.load_state_dict(saved["run_totals"])
         self.last_eval, self.last_train = saved["last_eval"], saved["last_train"]
 
-    def save(self) -> Path:
-        path = self.checkpoints.save(self.step, self._state(), self.comm)
+    def save(self) -> None:
+        self.checkpoints.save(self.step, self._state(), self.comm)
         self.saved_step = self.step
-        return path
 
     def elapsed(self) -> float:
         return self.previous_time + time.perf_counter() - self.started
@@ -171,7 +180,8 @@ class Trainer:
         while step < self.total_steps:
             epoch, first = divmod(step, self.steps_per_epoch)
             yield from batches(self.data.train, self.partition.epoch_order(epoch), self.config.batch_size,
-                               start=first, seed=self.config.seed, epoch=epoch, workers=self.config.workers)
+                               start=first, seed=self.config.seed, epoch=epoch, workers=self.config.workers,
+                               pin_memory=self.device.type == "cuda")
             step = (epoch + 1) * self.steps_per_epoch
 
     def train_step(self, images, labels, started: float) -> None:
@@ -212,7 +222,7 @@ class Trainer:
 
     # ------------------------------------------------------------ measurements (collective)
 
-    def record_train(self) -> dict:
+    def record_train(self) -> None:
         """The train record of the steps since the previous one."""
         meter = self.interval
         sums = torch.tensor([meter.steps, meter.loss, meter.correct, meter.samples, meter.compute_time,
@@ -228,25 +238,25 @@ class Trainer:
         meter.reset()
         self._write(record)
         self.last_train = record
-        return record
 
-    def evaluate(self) -> dict:
+    def evaluate(self) -> None:
         """Every worker's model on the whole test set, the averaged model on slices of it."""
         test, batch, workers = self.data.test, self.config.batch_size, self.config.workers
-        loss, correct, count = evaluation.test_sums(self.model, test, range(len(test)), batch, self.device, workers)
-        per_worker = self.comm.allgather_object((loss / count, correct / count))
+        own_loss, own_correct, count = evaluation.score(self.model, test, range(len(test)), batch, self.device,
+                                                        workers)
+        workers_loss, workers_accuracy = zip(*self.comm.allgather_object((own_loss / count, own_correct / count)))
         self.averaged = evaluation.averaged_model(self.model, self.comm, into=self.averaged)
-        mine = evaluation.test_slice(len(test), self.size, self.rank)
-        sums = torch.tensor(evaluation.test_sums(self.averaged, test, mine, batch, self.device, workers),
+        mine = evaluation.rank_slice(len(test), self.size, self.rank)
+        sums = torch.tensor(evaluation.score(self.averaged, test, mine, batch, self.device, workers),
                             dtype=torch.float64)
         self.comm.allreduce([sums], average=False)
         loss, correct, count = sums.tolist()
-        accuracies = [accuracy for _, accuracy in per_worker]
         record = {"event": "eval", "step": self.step, "epoch": self.step / self.steps_per_epoch,
                   "test_loss": loss / count, "test_accuracy": correct / count,
-                  "worker_test_loss": sum(loss for loss, _ in per_worker) / self.size,
-                  "worker_test_accuracy": sum(accuracies) / self.size,
-                  "worker_test_accuracy_min": min(accuracies), "worker_test_accuracy_max": max(accuracies),
+                  "worker_test_loss": sum(workers_loss) / self.size,
+                  "worker_test_accuracy": sum(workers_accuracy) / self.size,
+                  "worker_test_accuracy_min": min(workers_accuracy),
+                  "worker_test_accuracy_max": max(workers_accuracy),
                   "consensus_distance": exact_distance(list(self.model.parameters()), self.comm),
                   "time": self.elapsed()}
         self._write(record)
@@ -254,9 +264,8 @@ class Trainer:
         self._say(f"epoch {record['epoch']:5.2f}  step {self.step:>6}  "
                   + (f"train loss {self.last_train['loss']:.4f}  " if self.last_train else "")
                   + f"test accuracy {record['test_accuracy']:.4f} (averaged model), "
-                  f"{record['worker_test_accuracy']:.4f} (workers, {min(accuracies):.4f}-{max(accuracies):.4f})  "
-                  f"consensus distance {record['consensus_distance']:.3g}")
-        return record
+                  f"{record['worker_test_accuracy']:.4f} (workers, {min(workers_accuracy):.4f}-"
+                  f"{max(workers_accuracy):.4f})  consensus distance {record['consensus_distance']:.3g}")
 
     def _write(self, record: dict) -> None:
         """Log ``record``; a ConfigError on every rank (the values are global) if training diverged."""
