@@ -4,9 +4,9 @@
 # with DecentLaM, DmSGD and PmSGD (the allreduce baseline) and prints a table of the three.
 #
 # The split is the hardest one (label_sorted: each rank sees two or three classes), the
-# graph a ring, momentum 0.9, and the learning rate constant (0.4 for 256 samples, so 0.2 for
-# the global batch of 4 x 32 by the linear scaling rule), so the final
-# consensus distance is each algorithm's steady-state disagreement: DmSGD's grows like
+# graph a ring, momentum 0.9, and the learning rate constant (0.4 for 256 samples, so 0.2
+# for the global batch of 4 x 32 by the linear scaling rule), so the final consensus
+# distance is each algorithm's steady-state disagreement: DmSGD's grows like
 # 1/(1 - momentum) on heterogeneous data, which is what DecentLaM removes.
 #
 #   NP=4 EPOCHS=20 OUT=results/local jobs/local.sh      (the defaults)
@@ -20,7 +20,7 @@ EPOCHS=${EPOCHS:-20}
 OUT=${OUT:-results/local}
 ALGORITHMS=(DecentLaM DmSGD PmSGD)
 settings=(--dataset digits --partition label_sorted --topology ring --batch-size 32 --lr 0.4 --momentum 0.9
-          --decay none --epochs "$EPOCHS" --log-every 5 --no-progress)
+          --warmup-epochs 0 --decay none --epochs "$EPOCHS" --log-every 5 --no-progress)
 
 started=$SECONDS
 for algorithm in "${ALGORITHMS[@]}"; do
