@@ -20,18 +20,18 @@ def initial_models(n, seed=0) -> np.ndarray:
     return np.stack([flat(m) for m in node_tensors(n, seed, F64_SPECS)])
 
 
-def zero_gradient_worker(comm, total_steps, seed=0):
-    """Zero gradients: only the pairwise averages change the models. All nodes step until
-    they made ``total_steps`` together (a shared counter: nobody stops early and leaves the
-    others averaging without it). Returns (model, this node's steps)."""
+def zero_gradient_worker(comm, averages, seed=0):
+    """Zero gradients: only the pairwise averages change the models. The active nodes make
+    ``averages`` averages together (a shared counter); the passive ones keep stepping (and
+    locking their models) until then, so nobody stops early. Returns (model, steps)."""
     params = [t.requires_grad_() for t in node_tensors(comm.size, seed, F64_SPECS)[comm.rank]]
     opt = ADPSGD(params, lr=0.1, comm=comm)
     counter = comm.counter()
-    while counter.add(1) < total_steps:
+    while counter.add(1 if opt.active else 0) < averages:
         for p in params:
             p.grad = torch.zeros_like(p)
         opt.step()
-    assert opt.finish(average=False) == total_steps  # finish loads the final model into params
+    opt.finish(average=False)  # loads the final model into params
     counter.free()
     return flat(params), opt.steps
 

@@ -56,10 +56,9 @@ def test_progress_is_off_on_one_node_unless_asked_for(comm, monkeypatch):
 
 def test_pairwise_averages_preserve_the_mean_and_shrink_consensus(comm):
     n = comm.size
-    model, steps = zero_gradient_worker(comm, 1500 * n)
-    averages = comm.allreduce_scalar(steps if comm.rank % 2 == 0 else 0)  # even ranks are the active ones
+    model, steps = zero_gradient_worker(comm, 3000)
+    assert comm.allreduce_scalar(steps if comm.rank % 2 == 0 else 0) == 3000  # even ranks are active
     x0, x1 = initial_models(n), gather(comm, model)
-    assert averages >= 1000
     np.testing.assert_allclose(x1.mean(axis=0), x0.mean(axis=0), rtol=0, atol=1e-12)
     spread = lambda x: ((x - x.mean(axis=0)) ** 2).sum(axis=1).mean()  # noqa: E731
     assert spread(x0) > 1.0 and spread(x1) < 1e-6 * spread(x0)
