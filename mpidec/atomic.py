@@ -8,11 +8,22 @@ import tempfile
 from pathlib import Path
 
 
+def _file_mode() -> int:
+    """What ``open()`` would give a new file: 0666 less the umask (mkstemp makes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _file_mode()
+
+
 def atomic_write(path, write) -> Path:
     """Call ``write(binary_file)`` on a temporary file, fsync it, rename it onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _MODE)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -137,3 +137,16 @@ def test_bad_arguments_are_refused():
         optim.D2(p, lr=0.1, momentum=0.9, comm=comm)
     with pytest.raises(T.TopologyError, match="has 8 nodes but the job has 4 ranks"):
         optim.DSGD(p, lr=0.1, topology=T.ring(8), comm=comm)
+
+
+def test_learning_rate_set_after_loading_a_state_reaches_the_update():
+    def node(comm):
+        p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+        opt = optim.DmSGD([p], lr=0.1, momentum=0.5, comm=comm)
+        opt.load_state_dict(opt.state_dict())
+        opt.param_groups[0]["lr"] = 1.0
+        p.grad = torch.ones(2, dtype=torch.float64)
+        opt.step()
+        return p.detach().tolist()
+
+    assert Simulator(2, T.ring(2)).run(node) == [[-1.0, -1.0]] * 2

@@ -205,6 +205,12 @@ class DecentralizedOptimizer(Optimizer):
         return state
 
     def load_state_dict(self, state_dict):
+        """torch's loading, keeping this optimizer's own param-group dicts (the buckets hold
+        them, so a learning rate set later through ``param_groups`` reaches the update)."""
         state_dict = dict(state_dict)
         self.steps = state_dict.pop("steps", 0)
+        groups = self.param_groups
         super().load_state_dict(state_dict)
+        for kept, loaded in zip(groups, self.param_groups):
+            kept.update(loaded)
+        self.param_groups = groups

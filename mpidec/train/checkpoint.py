@@ -45,21 +45,6 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def load_optimizer_state(optimizer, state: dict) -> None:
-    """``optimizer.load_state_dict(state)``, keeping the optimizer's own param-group dicts.
-
-    torch's ``load_state_dict`` puts new group dicts in ``param_groups``; mpidec optimizers
-    hold the original ones in their buckets (and read ``lr`` there), so a learning rate set
-    afterwards through ``param_groups`` would not reach them. The loaded values are copied
-    into the original dicts instead. (Workaround: mpidec.optim.base could do this itself.)
-    """
-    groups = optimizer.param_groups
-    optimizer.load_state_dict(state)
-    for kept, loaded in zip(groups, optimizer.param_groups):
-        kept.update(loaded)
-    optimizer.param_groups = groups
-
-
 class Checkpoints:
     """The checkpoints of one run directory, seen from one rank."""
 

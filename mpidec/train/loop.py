@@ -127,7 +127,7 @@ class Trainer:
     def _load(self, saved: dict) -> None:
         self.step = self.saved_step = saved["step"]
         self.previous_time = saved["time"]
-        checkpoint.load_optimizer_state(self.optimizer, saved["optimizer"])
+        self.optimizer.load_state_dict(saved["optimizer"])
         checkpoint.set_rng_states(saved["rng"])
         self.interval.load_state_dict(saved["interval"])
         self.run_totals.load_state_dict(saved["run_totals"])
