@@ -26,7 +26,7 @@ import mpidec
 from mpidec import topology
 from mpidec.atomic import save_figure, write_json
 from mpidec.comm import MPICommunicator
-from timing import timed
+from timing import timed_together
 
 PAYLOADS = [1 << 10, 16 << 10, 256 << 10, 4 << 20, 32 << 20, 100 << 20]
 
@@ -59,28 +59,32 @@ def main():
     rows = []
     for nbytes in [p for p in PAYLOADS if p <= args.max_bytes]:
         numel = nbytes // 4
-        reps = max(5, min(200, int(2e8 // max(nbytes, 1 << 16))))
+        reps = max(10, min(200, int(4e8 // max(nbytes, 1 << 16))))
         x = torch.randn(numel)
         recv = torch.empty(2, numel)
         w = ring.W[rank, [rank, (rank - 1) % n, (rank + 1) % n]].tolist()
-        allocs_before, bytes_before = comm._pool.allocations, comm._pool.allocated_bytes
-        row = {"bytes": nbytes, "reps": reps,
-               "mpidec_ring": timed(world, lambda: comm.neighbor_average([x]), reps)}
-        steady_allocs = comm._pool.allocations - allocs_before - 1  # the first call allocates once
-        extra_bytes = comm._pool.allocated_bytes - bytes_before
-        row["mpidec_exponential"] = timed(world, lambda: comm.neighbor_average([x], topology=expo), reps)
-        row["raw_ring"] = timed(world, lambda: raw_ring(world, x, recv, w), reps)
-        row["mpi_allreduce"] = timed(world, lambda: mpi_comm.allreduce([x]), reps)
+        bytes_before = comm._pool.allocated_bytes
+        comm.neighbor_average([x])  # the ring's first exchange at this size makes its buffer
+        ring_buffer_bytes = comm._pool.allocated_bytes - bytes_before
+        methods = {"raw_ring": lambda: raw_ring(world, x, recv, w),
+                   "mpidec_ring": lambda: comm.neighbor_average([x]),
+                   "mpidec_exponential": lambda: comm.neighbor_average([x], topology=expo),
+                   "mpi_allreduce": lambda: mpi_comm.allreduce([x])}
         if comm.allreduce_backend == "horovod":
-            row["horovod_allreduce"] = timed(world, lambda: comm.allreduce([x]), reps)
-        row["ratio_ring_vs_raw"] = row["mpidec_ring"] / row["raw_ring"]
+            methods["horovod_allreduce"] = lambda: comm.allreduce([x])
+        times = timed_together(world, methods, reps, baseline="raw_ring")
+        row = {"bytes": nbytes, "reps": reps, **{name: t for name, (t, _) in times.items()}}
+        row["ratio_ring_vs_raw"] = times["mpidec_ring"][1]
         row["extra_us_ring_vs_raw"] = (row["mpidec_ring"] - row["raw_ring"]) * 1e6
-        row["extra_memory_over_payload"] = extra_bytes / nbytes  # target: <= in-degree + 1 = 3
-        row["steady_state_allocations"] = steady_allocs
+        row["extra_memory_over_payload"] = ring_buffer_bytes / nbytes  # target: in-degree + 1 = 3
+        before_steady = comm._pool.allocations
+        for _ in range(3):
+            comm.neighbor_average([x])
+        row["steady_state_allocations"] = comm._pool.allocations - before_steady
         rows.append(row)
         if rank == 0:
             print(f"{nbytes:>10} B  ring {row['mpidec_ring'] * 1e3:8.3f} ms  raw {row['raw_ring'] * 1e3:8.3f} ms  "
-                  f"(x{row['ratio_ring_vs_raw']:.2f}, {row['extra_us_ring_vs_raw']:+.0f} us)  "
+                  f"(x{row['ratio_ring_vs_raw']:.2f} median per-rep ratio, {row['extra_us_ring_vs_raw']:+.0f} us)  "
                   f"expo {row['mpidec_exponential'] * 1e3:8.3f} ms  mpi-allreduce {row['mpi_allreduce'] * 1e3:8.3f} ms"
                   + (f"  hvd {row['horovod_allreduce'] * 1e3:8.3f} ms" if "horovod_allreduce" in row else ""),
                   flush=True)

@@ -6,7 +6,8 @@ The parameters have the shapes of torchvision's resnet18 (11.7 M float32, 46.8 M
 gradients are random, so the figure is the optimizer alone (local update and
 communication), not forward and backward. Baseline, same run: ``torch.optim.SGD``
 (momentum 0.9) plus the raw exchange of the same bytes (mpi4py Isend/Irecv to both ring
-neighbours). Every method runs on a ring over the world. Memory: the optimizer's
+neighbours), timed interleaved with each algorithm (ratios within a repetition, see
+benchmarks/timing.py). Every method runs on a ring over the world. Memory: the optimizer's
 tensors (state and scratch) and the communicator's exchange buffers, as multiples of
 the model size. Writes benchmarks/results/step_cost.json and docs/figures/step_cost.png.
 """
@@ -22,7 +23,7 @@ import mpidec
 from mpidec import optim, topology
 from mpidec.atomic import save_figure, write_json
 from mpidec.comm import MPICommunicator
-from timing import timed
+from timing import timed_together
 
 CASES = [("DSGD", {"momentum": 0.0}), ("DmSGD", {}), ("DmSGD", {"variant": "yu"}), ("DecentLaM", {}),
          ("QGDmSGD", {}), ("D2", {"momentum": 0.0}), ("LocalSGD", {"period": 4}), ("PmSGD", {})]
@@ -68,32 +69,33 @@ def main():
             p.grad = torch.randn(p.shape, generator=g) * 1e-3
         return params
 
-    params = fresh()
-    sgd = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    base_params = fresh()
+    sgd = torch.optim.SGD(base_params, lr=0.01, momentum=0.9)
     recv = torch.empty(2, model_bytes // 4)
-    baseline = timed(world, lambda: sgd_plus_raw_exchange(world, params, sgd, recv), args.reps)
-    rows = [{"algorithm": "SGD + raw exchange", "seconds": baseline, "ratio": 1.0,
-             "state_x_model": optimizer_bytes(sgd) / model_bytes,
+    baseline = lambda: sgd_plus_raw_exchange(world, base_params, sgd, recv)  # noqa: E731
+    rows = [{"algorithm": "SGD + raw exchange", "ratio": 1.0,
              "buffers_x_model": (tensor_bytes([recv]) + model_bytes) / model_bytes}]  # recv + the packed copy
     for name, kwargs in CASES:
-        params = fresh()
         comm = MPICommunicator(ring)
         kwargs = {"momentum": 0.9, **kwargs}
-        opt = optim.by_name(name)(params, lr=0.01, topology=ring, comm=comm, overlap=False, **kwargs)
-        seconds = timed(world, opt.step, args.reps)
+        opt = optim.by_name(name)(fresh(), lr=0.01, topology=ring, comm=comm, overlap=False, **kwargs)
+        times = timed_together(world, {"baseline": baseline, name: opt.step}, args.reps, baseline="baseline")
         label = name + "".join(f" {k}={v}" for k, v in kwargs.items() if k != "momentum")
-        rows.append({"algorithm": label, "seconds": seconds, "ratio": seconds / baseline,
-                     "state_x_model": optimizer_bytes(opt) / model_bytes,
+        rows[0].setdefault("seconds", times["baseline"][0])
+        rows[0].setdefault("state_x_model", optimizer_bytes(sgd) / model_bytes)  # after SGD's first step
+        rows.append({"algorithm": label, "seconds": times[name][0], "baseline_seconds": times["baseline"][0],
+                     "ratio": times[name][1], "state_x_model": optimizer_bytes(opt) / model_bytes,
                      "buffers_x_model": comm._pool.allocated_bytes / model_bytes})
+        del opt
         if world.Get_rank() == 0:
             r = rows[-1]
-            print(f"{label:22s} {seconds * 1e3:8.1f} ms  x{r['ratio']:.2f} of SGD+raw  state {r['state_x_model']:.1f}x "
-                  f"buffers {r['buffers_x_model']:.1f}x model", flush=True)
+            print(f"{label:22s} {r['seconds'] * 1e3:8.1f} ms  x{r['ratio']:.2f} of SGD+raw ({r['baseline_seconds'] * 1e3:.1f} ms)"
+                  f"  state {r['state_x_model']:.1f}x  buffers {r['buffers_x_model']:.1f}x model", flush=True)
     if world.Get_rank() == 0:
         write_json(args.out, {"ranks": world.Get_size(), "model_bytes": model_bytes, "reps": args.reps,
-                              "baseline_seconds": baseline, "rows": rows})
+                              "rows": rows})
         plot(rows, args.plot)
-        print(f"SGD + raw exchange: {baseline * 1e3:.1f} ms; wrote {args.out} and {args.plot}")
+        print(f"wrote {args.out} and {args.plot}")
 
 
 def plot(rows, path):

@@ -1,4 +1,9 @@
-"""Timing under MPI: the slowest rank decides how long a collective step took."""
+"""Timing under MPI: the slowest rank decides how long a collective step took.
+
+On an oversubscribed machine (4 ranks on 2 cores) speed drifts by tens of percent over
+seconds, so methods compared with each other are timed interleaved: each repetition runs
+every method once, in a rotating order, and ratios are taken within a repetition.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,29 @@ import statistics
 import time
 
 
-def timed(world, fn, reps: int) -> float:
-    """Median over ``reps`` runs of ``fn()`` (after one warm-up) of the slowest rank's seconds.
-
-    Ranks start each run together (a barrier), so a rank's time includes waiting for the others.
-    """
+def _once(world, fn) -> float:
     from mpi4py import MPI
 
-    fn()  # warm-up: graph communicators, buffers, Horovod's negotiation
-    samples = []
-    for _ in range(reps):
-        world.Barrier()
-        t0 = time.perf_counter()
-        fn()
-        samples.append(world.allreduce(time.perf_counter() - t0, op=MPI.MAX))
-    return statistics.median(samples)
+    world.Barrier()
+    t0 = time.perf_counter()
+    fn()
+    return world.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+
+
+def timed_together(world, methods: dict, reps: int, baseline: str) -> dict:
+    """``{name: (median seconds, median ratio to the baseline within a repetition)}``.
+
+    Every method runs once first as a warm-up (graph communicators, buffers, Horovod's
+    negotiation). Ranks start each run together (a barrier), so a rank's time includes
+    waiting for the others.
+    """
+    names = list(methods)
+    for name in names:
+        methods[name]()
+    samples = {name: [] for name in names}
+    for rep in range(reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            samples[name].append(_once(world, methods[name]))
+    return {name: (statistics.median(samples[name]),
+                   statistics.median(a / b for a, b in zip(samples[name], samples[baseline])))
+            for name in names}
