@@ -69,12 +69,6 @@ def _adjacency(adjacency) -> np.ndarray:
     return a
 
 
-def _weighted(name: str, adjacency: np.ndarray, weights: str) -> "Topology":
-    if weights not in _WEIGHT_RULES:
-        raise TopologyError(f"unknown weight rule {weights!r}; use one of {sorted(_WEIGHT_RULES)}")
-    return Topology(_WEIGHT_RULES[weights](adjacency), name=name)
-
-
 def _circulant(n: int, offsets) -> np.ndarray:
     """Adjacency with ``a[i, (i + d) % n] = 1`` for every offset ``d``."""
     a = np.zeros((n, n))
@@ -239,8 +233,10 @@ def star(n: int) -> Topology:
 
 def from_networkx(graph: nx.Graph, weights: str = "metropolis") -> Topology:
     """Nodes in sorted order become ranks 0..n-1; ``weights`` is 'metropolis' or 'uniform'."""
-    nodes = sorted(graph.nodes)
-    return _weighted(f"networkx:{graph.name or 'graph'}", nx.to_numpy_array(graph, nodelist=nodes), weights)
+    if weights not in _WEIGHT_RULES:
+        raise TopologyError(f"unknown weight rule {weights!r}; use one of {sorted(_WEIGHT_RULES)}")
+    adjacency = nx.to_numpy_array(graph, nodelist=sorted(graph.nodes))
+    return Topology(_WEIGHT_RULES[weights](adjacency), name=f"networkx:{graph.name or 'graph'}")
 
 
 def from_matrix(w, name: str = "custom") -> Topology:

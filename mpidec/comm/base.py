@@ -120,17 +120,13 @@ class Communicator(abc.ABC):
             raise TypeError(f"neighbour averaging needs floating-point tensors, got {dtype}")
         m = self._pool.take((len(plan.sources) + 1, fusion.numel(group)), dtype, device)
         fusion.pack(group, out=m[0])
-        wire = self._staging(m)
-        if wire is not m:
-            wire[0].copy_(m[0])
+        wire = self._staging(m, rows=1)
         request = self._start_neighbor_allgather(plan, wire[0], wire[1:])
         w = plan.weights(dtype, device)
 
         def finish():
             request.wait()
-            if wire is not m:
-                m[1:].copy_(wire[1:])
-                self._pool.give(wire)
+            self._unstage(m, wire, received=slice(1, None))
             residual = self._residual(m, plan) if measure else None
             fusion.combine_into(group, m, w)
             self._pool.give(m)
@@ -154,16 +150,12 @@ class Communicator(abc.ABC):
         for group in fusion.groups(tensors):
             buf = fusion.pack(group, out=self._pool.take((fusion.numel(group),), group[0].dtype, group[0].device))
             wire = self._staging(buf)
-            if wire is not buf:
-                wire.copy_(buf)
             parts.append((group, buf, wire, self._start_allreduce(wire)))
 
         def finish():
             for group, buf, wire, request in parts:
                 request.wait()
-                if wire is not buf:
-                    buf.copy_(wire)
-                    self._pool.give(wire)
+                self._unstage(buf, wire)
                 if average:
                     buf.div_(self.size)
                 fusion.unpack(buf, group)
@@ -184,20 +176,26 @@ class Communicator(abc.ABC):
         allgather returns all shards. Ties: see :func:`mpidec.comm.bits.vote`. Every rank
         sends ``2 (n - 1) / n`` bits per element: 1/32 of a float32 ring allreduce.
         """
-        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
-        shard = 8 * bits.packed_size(-(-flat.numel() // self.size))        # positions per rank, whole bytes
-        padded = torch.zeros(shard * self.size, dtype=flat.dtype, device=flat.device)
-        padded[: flat.numel()] = flat
-        send = self._wire_copy(bits.pack_signs(padded).view(self.size, shard // 8))
+        numel, dtype, device = fusion.numel(tensors), tensors[0].dtype, tensors[0].device
+        shard = 8 * bits.packed_size(-(-numel // self.size))            # positions per rank, whole bytes
+        padded = self._pool.take((shard * self.size,), dtype, device)
+        fusion.pack(tensors, out=padded[:numel])
+        padded[numel:].zero_()
+        packed = bits.pack_signs(padded).view(self.size, shard // 8)
+        self._pool.give(padded)
+        send = self._staging(packed)
         recv = torch.empty_like(send)
         self._start_alltoall(send, recv).wait()
-        mine = bits.vote(recv.to(flat.device), shard, offset=self.rank * shard)
-        votes = torch.empty_like(send)
-        request = self._start_allgather(self._wire_copy(mine), votes)
+        self._unstage(packed, send, received=None)
+        mine = bits.vote(recv.to(device), shard, offset=self.rank * shard)
+        votes = torch.empty_like(recv)
+        wire = self._staging(mine)
+        request = self._start_allgather(wire, votes)
 
         def finish():
             request.wait()
-            fusion.unpack(bits.unpack_signs(votes.reshape(-1).to(flat.device), shard * self.size, flat.dtype), out)
+            self._unstage(mine, wire, received=None)
+            fusion.unpack(bits.unpack_signs(votes.reshape(-1).to(device), shard * self.size, dtype), out)
 
         return Handle(finish)
 
@@ -213,20 +211,25 @@ class Communicator(abc.ABC):
 
     # ------------------------------------------------------------ helpers
 
-    def _staging(self, buf: torch.Tensor) -> torch.Tensor:
-        """The buffer the transport sees: ``buf`` itself, or a pinned host twin of a GPU buffer."""
+    def _staging(self, buf: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """The buffer the transport sees: ``buf`` itself, or a pinned host twin of a GPU buffer
+        holding a copy of ``buf`` (of its first ``rows`` rows: the others are to be received).
+        Give a twin back with :meth:`_unstage`."""
         if not buf.is_cuda:
             return buf
         if self.cuda_aware:
             torch.cuda.current_stream(buf.device).synchronize()  # packing must finish before MPI reads
             return buf
-        return self._pool.take(buf.shape, buf.dtype, "cpu")
+        wire = self._pool.take(buf.shape, buf.dtype, "cpu")
+        wire[:rows].copy_(buf[:rows])
+        return wire
 
-    def _wire_copy(self, buf: torch.Tensor) -> torch.Tensor:
-        """A small buffer as the transport may read it: itself, or a host copy of a GPU buffer."""
-        if buf.is_cuda and not self.cuda_aware:
-            return buf.cpu()
-        return self._staging(buf)
+    def _unstage(self, buf: torch.Tensor, wire: torch.Tensor, received=slice(None)) -> None:
+        """Copy what the transport received into ``wire[received]`` back to ``buf``; free the twin."""
+        if wire is not buf:
+            if received is not None:
+                buf[received].copy_(wire[received])
+            self._pool.give(wire)
 
     def check_same_shapes(self, tensors, what: str = "parameter") -> None:
         """Raise, with the same message on every rank, if shapes or dtypes differ between ranks."""

@@ -75,7 +75,7 @@ class DecentralizedOptimizer(Optimizer):
         comm.check_same_shapes(self.params)
         pairs = [(p, group) for group in self.param_groups for p in group["params"]]
         self._buckets = make_buckets(pairs, bucket_bytes)
-        self._launcher = Launcher(self._buckets, self, "_launch", hooks=overlap)
+        self._launcher = Launcher(self._buckets, self._launch, hooks=overlap)
 
     @property
     def params(self) -> list[torch.Tensor]:

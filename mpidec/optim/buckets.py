@@ -21,10 +21,14 @@ class Bucket:
 
     def __init__(self, pairs):
         self.pairs = pairs                       # [(param, group)]
-        self.expected = {id(p) for p, _ in pairs if p.requires_grad}
+        self.expected = {id(p) for p in self.params_needing_grad()}
         self.ready: set = set()
         self.handle = None                       # the exchange in flight, once launched
         self.launched = False
+
+    def params_needing_grad(self) -> list:
+        """The parameters whose gradients the bucket waits for."""
+        return [p for p, _ in self.pairs if p.requires_grad]
 
 
 def make_buckets(pairs, bucket_bytes: int) -> list[Bucket]:
@@ -45,25 +49,22 @@ class Launcher:
     """Launches buckets in order: from gradient hooks as they become ready (``hooks=True``),
     and whatever is left when ``step()`` asks for everything.
 
-    ``launch`` is held weakly through ``owner``: hooks of an optimizer that no longer
+    ``launch`` (a bound method) is held weakly: hooks of an optimizer that no longer
     exists do nothing, so a new optimizer can take over the same parameters.
     """
 
-    def __init__(self, buckets, owner, launch_name: str, hooks: bool):
+    def __init__(self, buckets, launch, hooks: bool):
         self._buckets = buckets
-        self._owner_ref, self._launch_name = weakref.ref(owner), launch_name
+        self._launch = weakref.WeakMethod(launch)
         self._next = 0  # the first bucket not launched yet
         self._bucket_of = {id(p): b for b in buckets for p, _ in b.pairs}
         if hooks:
-            for p in self._bucket_of_params(buckets):
-                p.register_post_accumulate_grad_hook(self._on_grad)
-
-    @staticmethod
-    def _bucket_of_params(buckets):
-        return [p for b in buckets for p, _ in b.pairs if p.requires_grad]
+            for b in buckets:
+                for p in b.params_needing_grad():
+                    p.register_post_accumulate_grad_hook(self._on_grad)
 
     def _on_grad(self, p) -> None:
-        if self._owner_ref() is None:
+        if self._launch() is None:
             return
         bucket = self._bucket_of[id(p)]
         if bucket.launched or id(p) in bucket.ready:
@@ -79,7 +80,7 @@ class Launcher:
             bucket = self._buckets[self._next]
             if not (everything or bucket.ready >= bucket.expected):
                 return
-            getattr(self._owner_ref(), self._launch_name)(bucket)
+            self._launch()(bucket)
             bucket.launched = True
             self._next += 1
 
