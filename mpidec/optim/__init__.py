@@ -5,6 +5,7 @@ from .base import DecentralizedOptimizer
 from .d2 import D2
 from .decentlam import DecentLaM
 from .dmsgd import DSGD, DmSGD
+from .katyusha import SVRG, KatyushaX  # not in ALGORITHMS: their step needs closures
 from .localsgd import LocalSGD
 from .pmsgd import PmSGD
 from .qgdmsgd import QGDmSGD
@@ -21,4 +22,4 @@ def by_name(name: str):
     raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
 
 
-__all__ = [*ALGORITHMS, "DecentralizedOptimizer", "ALGORITHMS", "by_name"]
+__all__ = [*ALGORITHMS, "DecentralizedOptimizer", "ALGORITHMS", "by_name", "SVRG", "KatyushaX"]
