@@ -36,6 +36,19 @@ def atomic_write(path, write) -> Path:
     return path
 
 
+def cannot_write(folder) -> str | None:
+    """Why no file can be written in ``folder`` (made if missing), or None when one can."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def write_json(path, obj) -> Path:
     return atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 

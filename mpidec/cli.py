@@ -3,21 +3,53 @@
     mpidec topology NAME -n N [--plot FILE.png]     neighbours, weights, spectral figures
     mpiexec -n 4 mpidec train [--algorithm ...]     train, one worker per MPI rank
     mpidec compare RUN_DIR... [--plots DIR]         table (and plots) of finished runs
+
+Under ``mpiexec`` every rank parses the same arguments: a usage error is printed by rank 0
+only and every rank exits 2 before MPI starts. ``train`` catches SIGTERM and SIGINT from
+its first line on (:mod:`mpidec.signals`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from . import topology as T
+from .runtime import launch_rank
+
+MAX_TOPOLOGY_NODES = 4096  # the command analyses dense n x n matrices
+
+
+class _Parser(argparse.ArgumentParser):
+    """Prints usage, help and errors on rank 0 only (every rank of a job parses the same argv)."""
+
+    def _print_message(self, message, file=None):
+        if launch_rank() == 0:
+            super()._print_message(message, file)
+
+
+def _topology_problem(args) -> str | None:
+    """What is wrong with the ``topology`` arguments, checked before any matrix is built."""
+    from .atomic import cannot_write
+
+    if args.n > MAX_TOPOLOGY_NODES:
+        return f"-n {args.n} is too large for this command (at most {MAX_TOPOLOGY_NODES}: it analyses dense n x n matrices)"
+    if args.steps < 1:
+        return f"--steps must be >= 1, got {args.steps}"
+    reason = args.plot and cannot_write(os.path.dirname(args.plot) or ".")
+    return f"--plot {args.plot}: cannot write there ({reason})" if reason else None
 
 
 def topology_command(args) -> int:
+    from . import topology as T
+
+    problem = _topology_problem(args)
     try:
-        topo = T.build(args.name, args.n)
+        topo = None if problem else T.build(args.name, args.n)
     except T.TopologyError as exc:
-        print(f"mpidec topology: {exc}", file=sys.stderr)
+        problem = str(exc)
+    if problem:
+        print(f"mpidec topology: {problem}", file=sys.stderr)
         return 2
     for step in range(min(args.steps, topo.period or args.steps)):
         static = topo.at(step)
@@ -36,14 +68,13 @@ def topology_command(args) -> int:
 
 
 def train_command(args) -> int:
-    from .runtime import rank_and_size
     from .train import ConfigError, train
     from .train.config import from_args
 
     try:
-        train(from_args(args))
+        train(from_args(args))  # "finished" and "preempted" both end here: summary.json says which
     except ConfigError as exc:  # raised on every rank alike: say it once
-        if rank_and_size()[0] == 0:
+        if launch_rank() == 0:
             print(f"mpidec train: error: {exc}", file=sys.stderr, flush=True)
         return 2
     return 0
@@ -64,18 +95,18 @@ def compare_command(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="mpidec", description="decentralized training on MPI")
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    from .topology import BUILDERS
+    from .train.config import add_arguments
+
+    top = _Parser(prog="mpidec", description="decentralized training on MPI")
+    sub = top.add_subparsers(dest="command", required=True)
     topo = sub.add_parser("topology", help="neighbours, weights and spectral figures of a topology")
-    topo.add_argument("name", help=", ".join(T.BUILDERS))
+    topo.add_argument("name", help=", ".join(BUILDERS))
     topo.add_argument("-n", type=int, required=True, help="number of nodes")
     topo.add_argument("--steps", type=int, default=4, help="steps of a time-varying topology to show")
     topo.add_argument("--plot", metavar="FILE.png", help="draw the graph (every step of a schedule)")
     topo.set_defaults(run=topology_command)
-
-    from .train.config import add_arguments
-
     train = sub.add_parser("train", help="train a model, one worker per MPI rank (run under mpiexec or srun)",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(train)
@@ -84,7 +115,16 @@ def main(argv=None) -> int:
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders written by mpidec train (--out)")
     compare.add_argument("--plots", metavar="DIR", help="write compare-curves.png and compare-consensus.png here")
     compare.set_defaults(run=compare_command)
-    args = parser.parse_args(argv)
+    return top
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from . import signals
+
+        signals.catch()  # first: a signal during imports or start-up becomes a stop request, not a kill
+    args = parser().parse_args(argv)
     return args.run(args)
 
 

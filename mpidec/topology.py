@@ -80,6 +80,32 @@ def _circulant(n: int, offsets) -> np.ndarray:
 # ---------------------------------------------------------------- topologies
 
 
+def _as_matrix(w) -> np.ndarray:
+    """``w`` as a float64 square matrix of finite numbers, or a TopologyError saying what is wrong."""
+    try:
+        w = np.array(w)
+        if np.iscomplexobj(w):
+            raise TopologyError("W has complex entries; weights must be real numbers")
+        w = w.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, TopologyError):
+            raise
+        raise TopologyError(f"W must be a square matrix of numbers: {exc}") from exc
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] == 0:
+        raise TopologyError(f"W must be a non-empty square matrix, got shape {w.shape}")
+    if not np.isfinite(w).all():
+        i, j = np.argwhere(~np.isfinite(w))[0]
+        raise TopologyError(f"W[{i},{j}] is {w[i, j]}; every weight must be a finite number")
+    return w
+
+
+def check_nodes(n) -> int:
+    """``n`` as a number of nodes: a whole number >= 1 (TopologyError otherwise)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise TopologyError(f"the number of nodes must be a whole number >= 1, got n={n!r}")
+    return int(n)
+
+
 class _OverNodes:
     """What static and time-varying topologies share."""
 
@@ -103,9 +129,7 @@ class Topology(_OverNodes):
     period = 1
 
     def __init__(self, w, name: str = "custom", connected: bool = True):
-        w = np.array(w, dtype=np.float64)
-        if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] == 0:
-            raise TopologyError(f"W must be a non-empty square matrix, got shape {w.shape}")
+        w = _as_matrix(w)
         if (w < -_TOL).any():
             i, j = np.argwhere(w < -_TOL)[0]
             raise TopologyError(f"W has a negative weight W[{i},{j}] = {w[i, j]:g}; weights must be >= 0")
@@ -174,11 +198,13 @@ class Schedule(_OverNodes):
 
 def ring(n: int) -> Topology:
     """Each node averages with its two ring neighbours, weights 1/3 (1/2 for n = 2)."""
+    n = check_nodes(n)
     return Topology(uniform_weights(_circulant(n, {1 % n, -1 % n} - {0})), name="ring")
 
 
 def torus(n: int, shape: tuple[int, int] | None = None) -> Topology:
     """2-D periodic grid, rows x cols = n; default shape is the most square factorisation."""
+    n = check_nodes(n)
     if shape is None:
         rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
         shape = (rows, n // rows)
@@ -200,17 +226,20 @@ def _powers_of_two(n: int) -> list[int]:
 
 def exponential(n: int) -> Topology:
     """Static exponential graph (directed): node i receives from i + 2^k, weights 1/(tau+1)."""
+    n = check_nodes(n)
     return Topology(uniform_weights(_circulant(n, _powers_of_two(n))), name="exponential")
 
 
 def symmetric_exponential(n: int) -> Topology:
     """Undirected exponential graph: neighbours at i +- 2^k, uniform weights."""
+    n = check_nodes(n)
     offsets = {d % n for p in _powers_of_two(n) for d in (p, -p)} - {0}
     return Topology(uniform_weights(_circulant(n, offsets)), name="symmetric_exponential")
 
 
 def hypercube(n: int) -> Topology:
     """Neighbours differ in one bit; n must be a power of two."""
+    n = check_nodes(n)
     if n < 1 or n & (n - 1):
         raise TopologyError(f"hypercube needs n a power of two, got n={n}")
     a = np.zeros((n, n))
@@ -221,11 +250,13 @@ def hypercube(n: int) -> Topology:
 
 def complete(n: int) -> Topology:
     """Exact averaging every step: ``W = 11^T / n``."""
+    n = check_nodes(n)
     return Topology(np.full((n, n), 1.0 / n), name="complete")
 
 
 def star(n: int) -> Topology:
     """Node 0 is the hub; Metropolis-Hastings weights (the graph is irregular)."""
+    n = check_nodes(n)
     a = np.zeros((n, n))
     a[0, 1:] = a[1:, 0] = 1.0
     return Topology(metropolis_hastings(a), name="star")
@@ -249,6 +280,7 @@ def one_peer_exponential(n: int) -> Schedule:
 
     For n a power of two the product over one period is exact averaging.
     """
+    n = check_nodes(n)
     offsets = _powers_of_two(n) or [0]
 
     def step(t):
@@ -264,6 +296,7 @@ def random_matching(n: int, seed: int = 0) -> Schedule:
 
     The matching of step t depends only on (seed, t), so all ranks agree without talking.
     """
+    n = check_nodes(n)
 
     def step(t):
         order = np.random.default_rng([seed, t]).permutation(n)
@@ -287,7 +320,7 @@ def build(name: str, n: int) -> Topology | Schedule:
     """A topology by name (as on the command line)."""
     if name not in BUILDERS:
         raise TopologyError(f"unknown topology {name!r}; choose one of {', '.join(BUILDERS)}")
-    return BUILDERS[name](n)
+    return BUILDERS[name](check_nodes(n))
 
 
 # ---------------------------------------------------------------- analysis

@@ -93,10 +93,25 @@ def test_hypercube_and_spectral_figures():
     ([[1.5, -0.5], [-0.5, 1.5]], "negative weight W[0,1]"),
     ([[1.0, 0.0], [0.0, 1.0]], "not connected"),
     ([[1.0, 0.0, 0.0]], "square"),
+    ([[float("nan"), 0.5], [0.5, 0.5]], "W[0,0] is nan; every weight must be a finite number"),
+    ([[0.5, 0.5, 0.0], [0.5, 0.0, float("nan")], [0.0, float("nan"), 0.5]], "W[1,2] is nan"),
+    ([[float("inf"), 0.5], [0.5, 0.5]], "W[0,0] is inf"),
+    ([[0.5 + 0.1j, 0.5], [0.5, 0.5]], "complex entries"),
+    ([[0.5, "a"], [0.5, 0.5]], "square matrix of numbers"),
+    ([[0.5, 0.5], [1.0]], "square matrix of numbers"),
 ])
 def test_bad_matrices_are_refused_with_the_reason(w, message):
     with pytest.raises(T.TopologyError, match=message.replace("[", r"\[").replace("]", r"\]")):
         T.from_matrix(w)
+
+
+@pytest.mark.parametrize("name", list(T.BUILDERS))
+@pytest.mark.parametrize("n", [0, -3, 2.5, True, "4", None])
+def test_every_builder_refuses_a_number_of_nodes_that_is_not_a_positive_whole_number(name, n):
+    with pytest.raises(T.TopologyError, match=f"the number of nodes must be a whole number >= 1, got n={n!r}"):
+        T.build(name, n)
+    with pytest.raises(T.TopologyError, match="whole number >= 1"):
+        T.BUILDERS[name](n)
 
 
 def test_other_bad_input():
@@ -126,3 +141,18 @@ def test_topology_command_prints_neighbours_spectrum_and_draws(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mpidec", "topology", "hypercube", "-n", "6"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "hypercube needs n a power of two, got n=6" in bad.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ring", "-n", "0"], "the number of nodes must be a whole number >= 1, got n=0"),
+    (["torus", "-n", "-4"], "got n=-4"),
+    (["ring", "-n", "100000"], "-n 100000 is too large"),
+    (["ring", "-n", "4", "--steps", "0"], "--steps must be >= 1"),
+    (["ring", "-n", "4", "--plot", "/dev/null/ring.png"], "--plot /dev/null/ring.png: cannot write"),
+])
+def test_topology_command_bad_input_is_a_message_not_a_traceback(capsys, args, message):
+    from mpidec import cli
+
+    assert cli.main(["topology", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -178,7 +178,7 @@ def test_a_resumed_log_drops_the_records_after_its_checkpoint(tmp_path):
         log.write({"event": "eval", "step": step, "epoch": step / 2, "test_loss": 1.0, "test_accuracy": 0.5,
                    "worker_test_loss": 1.0, "worker_test_accuracy": 0.5, "worker_test_accuracy_min": 0.4,
                    "worker_test_accuracy_max": 0.6, "consensus_distance": 0.1, "time": step})
-    assert [r["step"] for r in MetricsLog(tmp_path, active=True, resume_step=4).records] == [2, 4]
+    assert [r["step"] for r in MetricsLog(tmp_path, active=True, saved={"step": 4}).records] == [2, 4]
     assert [r["step"] for r in read_records(tmp_path / "metrics.jsonl")] == [2, 4]
 
 

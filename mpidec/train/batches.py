@@ -4,10 +4,13 @@
 ``k``-th on: a resumed run skips the batches it already took without loading them.
 Random augmentation is seeded per sample by ``(seed, epoch, index)`` rather than drawn
 from a shared stream, so a sample looks the same whatever the number of loader processes
-and wherever the run was resumed.
+and wherever the run was resumed; the loaders do not draw from the global generator, so
+where a resumed run opens them does not change its random numbers (dropout, ...).
 """
 
 from __future__ import annotations
+
+import signal
 
 import numpy as np
 import torch
@@ -31,6 +34,14 @@ class _SeededSamples(torch.utils.data.Dataset):
             return self.dataset[index]
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader processes share the rank's process group: a SIGTERM or SIGINT meant for the rank
+    (Ctrl-C, ``timeout``, SLURM, Open MPI's launcher) would kill them and then the rank's next
+    batch. The rank decides when to stop; they end with it."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     return ((seed * 1_000_003 + epoch) * 100_000_007 + index) % (2**63)
 
@@ -48,5 +59,6 @@ def batches(dataset, order, batch_size: int, start: int = 0, seed: int = 0, epoc
     keys = [(int(i), sample_seed(seed, epoch, int(i))) for i in order]
     loader = torch.utils.data.DataLoader(
         _SeededSamples(dataset), batch_sampler=[keys[i:i + batch_size] for i in range(0, len(keys), batch_size)],
-        num_workers=workers, pin_memory=pin_memory)
+        num_workers=workers, pin_memory=pin_memory, worker_init_fn=_ignore_stop_signals if workers else None,
+        generator=torch.Generator())  # its worker seed is unused; the global generator stays untouched
     yield from loader

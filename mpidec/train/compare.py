@@ -4,8 +4,10 @@ curves in shared plots (``mpidec compare results/train/*``)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+from ..atomic import cannot_write
 from . import plots
 from .config import ConfigError
 from .metrics import read_records
@@ -24,13 +26,40 @@ _MILLISECONDS = {"compute_time", "communication_time"}
 
 
 def load_runs(run_dirs) -> list[tuple[dict, list[dict]]]:
-    """``(summary, records)`` of each run folder; ConfigError when one holds no finished run."""
-    runs = []
-    for folder in map(Path, run_dirs):
-        if not (folder / "summary.json").exists():
-            raise ConfigError(f"{folder}: no summary.json; pass folders written by mpidec train (its --out)")
-        runs.append((json.loads((folder / "summary.json").read_text()), read_records(folder / "metrics.jsonl")))
-    return runs
+    """``(summary, records)`` of each run folder; ConfigError naming the file when one holds no
+    run with results, or a damaged file. A missing or cut-short ``metrics.jsonl`` only costs
+    curves (a line on stderr says so)."""
+    return [(_summary(Path(folder)), _records(Path(folder))) for folder in run_dirs]
+
+
+def _summary(folder: Path) -> dict:
+    path = folder / "summary.json"
+    if not path.exists():
+        raise ConfigError(f"{folder}: no summary.json; pass folders written by mpidec train (its --out)")
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}); rerun that training with --resume to rewrite it") from None
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{path} is not a run summary (a JSON object); pass folders written by mpidec train")
+    if "algorithm" not in summary:
+        status = summary.get("status", "unknown")
+        raise ConfigError(f"{folder}: no results (status {status!r}"
+                          + (f": {summary['error']}" if summary.get("error") else "") + "); leave it out")
+    if summary.get("status") not in (None, "finished"):
+        summary = {**summary, "algorithm": f"{summary['algorithm']} ({summary['status']})"}
+    return summary
+
+
+def _records(folder: Path) -> list[dict]:
+    path = folder / "metrics.jsonl"
+    if not path.exists():
+        print(f"mpidec compare: {path} is missing: no curves for that run", file=sys.stderr)
+        return []
+    try:
+        return read_records(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc) if isinstance(exc, ValueError) else f"{path} cannot be read ({exc})") from None
 
 
 def table(summaries) -> str:
@@ -39,9 +68,7 @@ def table(summaries) -> str:
     for summary in summaries:
         row = []
         for _, key, form in COLUMNS:
-            value = summary.get(key)
-            value = value * 1e3 if key in _MILLISECONDS and value is not None else value
-            row.append("-" if value is None else form.format(value))
+            row.append(_cell(summary.get(key), form, 1e3 if key in _MILLISECONDS else 1))
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in
@@ -49,8 +76,20 @@ def table(summaries) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
+def _cell(value, form: str, scale: float) -> str:
+    if value is None:
+        return "-"
+    try:
+        return form.format(value * scale if scale != 1 else value)
+    except (TypeError, ValueError):
+        return "?"
+
+
 def compare(run_dirs, plot_dir=None) -> tuple[str, list[Path]]:
     """The table of the runs and, with ``plot_dir``, the paths of the shared plots."""
+    reason = plot_dir is not None and cannot_write(plot_dir)
+    if reason:
+        raise ConfigError(f"--plots {plot_dir}: cannot write there ({reason}); pass a folder this user can write")
     runs = load_runs(run_dirs)
     paths = []
     if plot_dir is not None:

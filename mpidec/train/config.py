@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 DATASETS = ("digits", "synthetic", "cifar10", "imagenet")
@@ -25,8 +26,17 @@ RESUME_INVARIANTS = ("algorithm", "options", "topology", "dataset", "partition",
                      "batch_size", "seed", "image_size")
 
 
+REAL_FIELDS = ("lr", "momentum", "weight_decay", "warmup_epochs", "decay_factor", "alpha")
+MAX_WORKERS, MAX_IMAGE_SIZE = 64, 4096
+
+
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the flag and what to change."""
+
+
+def _check_real(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{flag(name)} must be a finite number, got {value!r}")
 
 
 @dataclass
@@ -68,6 +78,18 @@ class TrainConfig:
 
     def check(self) -> "TrainConfig":
         """Raise :class:`ConfigError` on a setting that cannot work; return self."""
+        for name in REAL_FIELDS:
+            _check_real(name, getattr(self, name))
+        for value in self.milestones:
+            _check_real("milestones", value)
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**32):
+            raise ConfigError(f"--seed must be an integer in [0, 2**32), got {self.seed!r}")
+        if self.out is not None and not str(self.out).strip():
+            raise ConfigError("--out is empty; pass a folder, or leave the flag out for the default")
+        if isinstance(self.workers, int) and self.workers > MAX_WORKERS:
+            raise ConfigError(f"--workers {self.workers}: at most {MAX_WORKERS} loader processes per rank")
+        if self.image_size is not None and isinstance(self.image_size, int) and self.image_size > MAX_IMAGE_SIZE:
+            raise ConfigError(f"--image-size {self.image_size}: at most {MAX_IMAGE_SIZE}")
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{flag(name)} {getattr(self, name)!r} is not one of: {', '.join(choices)}")

@@ -17,12 +17,16 @@ from .batches import batches
 
 
 @torch.no_grad()
-def score(model, dataset, order, batch_size: int, device, workers: int = 0) -> tuple[float, int, int]:
-    """``(summed loss, correct predictions, samples)`` of ``model`` on ``dataset[order]``."""
+def score(model, dataset, order, batch_size: int, device, workers: int = 0, halt=None) -> tuple[float, int, int] | None:
+    """``(summed loss, correct predictions, samples)`` of ``model`` on ``dataset[order]``;
+    None when ``halt()`` turns true before the last batch (a stop request)."""
     was_training = model.training
     model.eval()
     loss, correct, count = 0.0, 0, 0
     for images, labels in batches(dataset, order, batch_size, workers=workers, pin_memory=device.type == "cuda"):
+        if halt is not None and halt():
+            model.train(was_training)
+            return None
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         logits = model(images)
         loss += F.cross_entropy(logits, labels, reduction="sum").item()

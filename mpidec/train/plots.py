@@ -7,7 +7,8 @@ from ..plots import _pyplot
 
 
 def _series(records, event: str, x: str, y: str):
-    rows = [r for r in records if r["event"] == event]
+    """The ``(x, y)`` values of the ``event`` records that have ``y`` (None: not measured)."""
+    rows = [r for r in records if r["event"] == event and r.get(y) is not None]
     return [r[x] for r in rows], [r[y] for r in rows]
 
 
@@ -39,9 +40,11 @@ def plot_consensus(runs, path):
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for label, records in runs:
         steps, distances = _series(records, "train", "step", "consensus_distance")
-        ax.plot(steps, distances, label=label if any(distances) else f"{label} (0: not on a log scale)")
+        note = "" if any(distances) else " (0: not on a log scale)" if distances else " (not measured: asynchronous)"
+        ax.plot(steps, distances, label=label + note)
     ax.set(xlabel="step", ylabel="sqrt(mean_i ||x_i - xbar||^2)", title="consensus distance")
-    if any(r["consensus_distance"] > 0 for _, records in runs for r in records if r["event"] == "train"):
+    measured = [d for _, records in runs for d in _series(records, "train", "step", "consensus_distance")[1]]
+    if any(d > 0 for d in measured):
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

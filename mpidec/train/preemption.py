@@ -1,36 +1,38 @@
-"""Stop cleanly when the job is told to: SIGTERM (SLURM preemption, time limit, scancel).
+"""Every rank stops at the same step boundary when any of them is asked to stop.
 
-The signal may reach one rank or all of them, at different moments. Its handler only
-raises a flag; at each step boundary :meth:`Preemption.requested` reduces the flags of all
-ranks (the max of a scalar), so every rank learns at the same step that one of them was
-signalled, writes its checkpoint there, and returns.
+A stop request (:mod:`mpidec.signals`: SIGTERM, SIGINT, Open MPI's SIGCONT) may reach one
+rank or all of them, at different moments. At each step boundary :meth:`Preemption.requested`
+reduces the requests of all ranks (the max of one number), so every rank learns at the same
+step that one of them was asked, writes its checkpoint there, and returns. The asynchronous
+loop, which has no collective to reduce in, passes the request through its shared counter
+(:mod:`mpidec.train.asynchronous`).
 """
 
 from __future__ import annotations
 
-import signal
+import contextlib
+
+from .. import signals
 
 
 class Preemption:
-    """Context manager: SIGTERM (and ``signals``) set a flag instead of killing the process."""
+    """``requested()``: whether any rank has received a stop request (collective)."""
 
-    def __init__(self, comm, signals=(signal.SIGTERM,)):
-        self.comm, self.signals = comm, tuple(signals)
-        self.signalled = False
-        self._previous = {}
-
-    def _handle(self, signum, frame) -> None:
-        self.signalled = True
-
-    def __enter__(self) -> "Preemption":
-        for sig in self.signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+    def __init__(self, comm):
+        self.comm = comm
 
     def requested(self) -> bool:
-        """Whether any rank has been signalled (collective: every rank calls it at the same step)."""
-        return self.comm.allreduce_scalar(float(self.signalled), "max") > 0
+        return self.comm.allreduce_scalar(1.0 if signals.requested() else 0.0, "max") > 0
+
+
+@contextlib.contextmanager
+def catching():
+    """Stop signals become requests for the duration of a run (``mpidec train`` catches them
+    for its whole process already); the run's request is forgotten at its end."""
+    installed = signals.catch()
+    try:
+        yield
+    finally:
+        if installed:
+            signals.release()
+        signals.forget()
