@@ -3,7 +3,8 @@
     mpiexec -n 4 python -m mpidec.selfcheck
 
 Each rank gossips over a ring with mpidec's communicator, allreduces with Horovod (or
-MPI), and prints one line: the versions and both results checked against closed forms.
+MPI), and prints one line: the versions and both results checked against closed forms. Rank 0
+first prints the MPI library's own banner (``MPI_Get_library_version``), once.
 """
 
 import torch
@@ -11,22 +12,27 @@ import torch
 import mpidec
 from mpidec import topology
 from mpidec.comm import MPICommunicator
+from mpidec.comm.mpi import library_version
 
 
 def main():
     world = mpidec.init()
     from mpi4py import MPI, __version__ as mpi4py_version
 
-    comm = MPICommunicator(topology.ring(world.Get_size()))
+    if world.Get_rank() == 0:
+        banner = "\n".join("    " + line.rstrip() for line in MPI.Get_library_version().strip().splitlines())
+        print(f"MPI library:\n{banner}", flush=True)
+    world.Barrier()
+    comm = MPICommunicator()
     n, r = comm.size, comm.rank
+    ring = topology.ring(n)
     x = [torch.full((4,), float(r), dtype=torch.float64)]
-    comm.neighbor_average(x)
-    want = sum(float(j) * w for j, w in enumerate(comm.topology.W[r]))
+    comm.neighbor_average(x, topology=ring)
+    want = sum(float(j) * w for j, w in enumerate(ring.W[r]))
     y = [torch.full((4,), float(r), dtype=torch.float64)]
     comm.allreduce(y)
     ok = torch.allclose(x[0], torch.full((4,), want, dtype=torch.float64)) and y[0][0].item() == (n - 1) / 2
-    lib = MPI.Get_library_version().split(",")[0].strip()
-    mpidec.rprint(f"{lib}, mpi4py {mpi4py_version}, torch {torch.__version__}, allreduce via "
+    mpidec.rprint(f"{library_version()}, mpi4py {mpi4py_version}, torch {torch.__version__}, allreduce via "
                   f"{comm.allreduce_backend}: ring average {x[0][0].item():.4f} (want {want:.4f}), "
                   f"mean of ranks {y[0][0].item():.2f} -> {'OK' if ok else 'WRONG'}")
     if not ok:

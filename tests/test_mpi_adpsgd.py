@@ -46,7 +46,7 @@ def test_counter_hands_out_every_value_once(comm):
 
 
 def test_progress_is_off_on_one_node_unless_asked_for(comm, monkeypatch):
-    from mpidec.comm.window import progress_interval
+    from mpidec.comm.mpi_window import progress_interval
 
     monkeypatch.delenv("MPIDEC_RMA_PROGRESS", raising=False)
     assert progress_interval(comm.comm) == 0.0

@@ -1,5 +1,9 @@
 """Communication on 4 real MPI ranks, checked against dense W @ X and the simulator."""
 
+import gc
+import resource
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -29,7 +33,12 @@ def test_raw_neighbourhood_collective_gives_exact_numbers(world):
 
 
 def test_horovod_allreduce_gives_exact_numbers(world):
-    hvd = pytest.importorskip("horovod.torch", reason="Horovod skipped at setup (MPIDEC_SKIP_HOROVOD=1)")
+    from mpidec.comm.allreduce import horovod_unusable
+
+    if horovod_unusable():
+        pytest.skip(horovod_unusable())  # not installed, switched off, or built for another MPI
+    import horovod.torch as hvd
+
     hvd.init(comm=world)
     n = world.Get_size()
     out = hvd.allreduce(torch.arange(5, dtype=torch.float64) * (world.Get_rank() + 1), op=hvd.Sum)
@@ -86,6 +95,56 @@ def test_time_varying_schedule_reuses_graph_communicators(comm):
     for step in range(4 * sched.period):
         comm.neighbor_average(x, step=step, topology=sched)
     assert len(comm._graphs) - before <= sched.period
+
+
+def test_an_aperiodic_schedule_runs_in_flat_memory(comm):
+    """random_matching makes a new topology every step: the plans must go with them (they
+    were kept forever: 4.5 KB a step at 4 ranks), the graph communicators stay bounded."""
+    from mpidec.comm.base import MAX_PLANS, _Plan
+
+    sched = T.random_matching(comm.size, seed=3)
+    x = [torch.zeros(64, dtype=torch.float64)]
+
+    def run(steps, start):
+        for step in range(start, start + steps):
+            comm.neighbor_average(x, step=step, topology=sched)
+        gc.collect()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB
+
+    warm = run(500, 0)  # every distinct matching, buffer and graph communicator is made by now
+    peak = run(4000, 500)
+    plans = sum(type(o) is _Plan for o in gc.get_objects())
+    assert len(comm._plans) <= MAX_PLANS and plans <= MAX_PLANS
+    assert len(comm._graphs) <= comm._max_graphs
+    assert peak - warm < 2048, f"peak RSS grew {peak - warm} KB over 4000 steps"
+
+
+def test_horovod_built_for_another_mpi_is_not_loaded(world, tmp_path, monkeypatch, capfd):
+    """A Horovod whose extension needs another libmpi soname aborted the job when imported:
+    'auto' falls back to MPI and says why, 'horovod' refuses with the same reason."""
+    from mpidec.comm import allreduce
+    from mpidec.comm.allreduce import loaded_mpi_sonames, select_allreduce
+
+    loaded = loaded_mpi_sonames()
+    assert loaded, "no libmpi in /proc/self/maps"
+    (tmp_path / "horovod" / "torch").mkdir(parents=True)
+    (tmp_path / "horovod" / "__init__.py").write_text("raise SystemExit('must not be imported')\n")
+    (tmp_path / "horovod" / "torch" / "mpi_lib_v2.cpython-311-x86_64-linux-gnu.so").write_bytes(
+        b"\x7fELF\0...libmpi.so.7\0libc.so.6\0")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.split(".")[0] == "horovod"]:  # find_spec looks there first
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delenv("MPIDEC_SKIP_HOROVOD", raising=False)
+    monkeypatch.setattr(allreduce, "_fallback_said", False)
+    assert select_allreduce("auto", world).name == "mpi"
+    reason = f"Horovod was built against libmpi.so.7 but this job runs {', '.join(sorted(loaded))}"
+    if world.Get_rank() == 0:
+        assert reason in capfd.readouterr().err
+    with pytest.raises(ImportError, match=reason):
+        select_allreduce("horovod", world)
+    monkeypatch.setenv("MPIDEC_SKIP_HOROVOD", "1")
+    with pytest.raises(ImportError, match="switched off"):
+        select_allreduce("horovod", world)
 
 
 @pytest.mark.parametrize("backend", ["mpi", "auto"])

@@ -1,5 +1,7 @@
 """The in-process simulator: dense oracles, collective semantics, failure handling."""
 
+import gc
+
 import pytest
 import torch
 
@@ -88,3 +90,27 @@ def test_sixty_four_nodes_agree_with_the_oracle():
     expected = dense_gossip(models, topo, range(10))
     Simulator(n, topo).run(lambda comm: [comm.neighbor_average(models[comm.rank], step=s) for s in range(10)])
     assert_rows_match(models, expected, range(n))
+
+
+def test_gossip_plans_stay_bounded_on_long_runs():
+    """Plans are cached per topology, weakly and at most MAX_PLANS: an aperiodic schedule (a new
+    topology every step) used to leave one plan per step behind, holding its topology."""
+    from mpidec.comm.base import MAX_PLANS, _Plan
+
+    n, steps = 4, 300
+    sched = T.random_matching(n, seed=1)
+    models = node_tensors(n, seed=5)
+    sim = Simulator(n)
+    sim.run(lambda comm: [comm.neighbor_average(models[comm.rank], step=s, topology=sched) for s in range(steps)])
+    gc.collect()
+    assert all(len(comm._plans) <= 1 for comm in sim.comms)
+    assert sum(type(o) is _Plan for o in gc.get_objects()) <= n
+
+    statics = [T.ring(n) for _ in range(2 * MAX_PLANS)]  # all alive: only the bound limits the cache
+    sim.run(lambda comm: [comm.neighbor_average(models[comm.rank], topology=t) for t in statics])
+    assert all(len(comm._plans) == MAX_PLANS for comm in sim.comms)
+
+    fresh = node_tensors(n, seed=5)  # and the numbers are still those of W(t) @ X
+    expected = dense_gossip(fresh, sched, range(20))
+    Simulator(n).run(lambda comm: [comm.neighbor_average(fresh[comm.rank], step=s, topology=sched) for s in range(20)])
+    assert_rows_match(fresh, expected, range(n))

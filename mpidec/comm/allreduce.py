@@ -1,10 +1,19 @@
-"""Allreduce for the centralized baseline: Horovod when installed, plain MPI otherwise.
+"""Allreduce for the centralized baseline: Horovod when it can run here, plain MPI otherwise.
 
 Both start an in-place sum of one fused buffer and return a request with ``wait()``.
+Horovod is compiled against one MPI library; loaded beside another (an ``mpich`` job with a
+Horovod built for Open MPI) it aborts the job inside ``MPI_Comm_dup``. So 'auto' checks,
+before importing it, that Horovod's extension needs the ``libmpi`` soname this process has
+loaded, and ``MPIDEC_SKIP_HOROVOD=1`` turns Horovod off at run time (as it does in
+``jobs/setup.sh``); either way the job says once why it allreduces with MPI.
 """
 
 from __future__ import annotations
 
+import glob
+import importlib.util
+import os
+import re
 import sys
 
 import torch
@@ -57,19 +66,54 @@ class MPIAllreduce:
 
 
 def select_allreduce(choice: str, comm):
-    """'horovod', 'mpi', or 'auto': Horovod if it imports, else MPI (said once, on rank 0)."""
+    """'horovod', 'mpi', or 'auto': Horovod if it can run here, else MPI (said once, on rank 0)."""
     global _fallback_said
     if choice not in ("auto", "horovod", "mpi"):
         raise ValueError(f"unknown allreduce backend {choice!r}; use 'auto', 'horovod' or 'mpi'")
     if choice == "mpi":
         return MPIAllreduce(comm)
+    reason = horovod_unusable()
+    if reason is None:
+        try:
+            return HorovodAllreduce(comm)
+        except ImportError as exc:
+            reason = f"Horovod does not import ({exc}); jobs/setup.sh builds it"
+    if choice == "horovod":
+        raise ImportError(f"allreduce='horovod', but {reason}")
+    if not _fallback_said and comm.Get_rank() == 0:
+        print(f"mpidec: {reason}: allreduce falls back to MPI_Iallreduce", file=sys.stderr, flush=True)
+    _fallback_said = True
+    return MPIAllreduce(comm)
+
+
+def horovod_unusable() -> str | None:
+    """Why Horovod must not be loaded in this process, or None (without importing it)."""
+    if os.environ.get("MPIDEC_SKIP_HOROVOD", "0") not in ("", "0"):
+        return "Horovod is switched off (MPIDEC_SKIP_HOROVOD=1)"
+    spec = importlib.util.find_spec("horovod")
+    if spec is None or not spec.submodule_search_locations:
+        return "Horovod is not installed (jobs/setup.sh builds it unless MPIDEC_SKIP_HOROVOD=1)"
+    needed = set()
+    for lib in glob.glob(os.path.join(spec.submodule_search_locations[0], "torch", "mpi_lib*.so")):
+        with open(lib, "rb") as f:
+            needed.update(_mpi_sonames(f.read()))
+    loaded = loaded_mpi_sonames()
+    if needed and loaded and not needed & loaded:
+        return (f"Horovod was built against {', '.join(sorted(needed))} but this job runs "
+                f"{', '.join(sorted(loaded))}: rebuild it with jobs/setup.sh under this MPI")
+    return None
+
+
+def loaded_mpi_sonames() -> set[str]:
+    """The MPI library sonames mapped into this process (empty where /proc is missing)."""
     try:
-        return HorovodAllreduce(comm)
-    except ImportError as exc:
-        if choice == "horovod":
-            raise ImportError("Horovod is not installed: run jobs/setup.sh without MPIDEC_SKIP_HOROVOD") from exc
-        if not _fallback_said and comm.Get_rank() == 0:
-            print(f"mpidec: Horovod unavailable ({exc}); allreduce falls back to MPI_Iallreduce",
-                  file=sys.stderr, flush=True)
-        _fallback_said = True
-        return MPIAllreduce(comm)
+        with open("/proc/self/maps", "rb") as f:
+            return _mpi_sonames(f.read())
+    except OSError:
+        return set()
+
+
+def _mpi_sonames(blob: bytes) -> set[str]:
+    """The MPI library sonames named in ``blob``: ``libmpi.so.40`` (Open MPI), ``libmpi.so.12``
+    (MPICH, Intel MPI, MVAPICH), ``libmpi_cray.so.12`` (Cray MPICH)."""
+    return {m.decode() for m in re.findall(rb"\blibmpi(?:_cray)?\.so\.\d+", blob)}

@@ -22,6 +22,8 @@ import torch
 
 from . import bits, fusion
 
+MAX_PLANS = 64  # gossip plans kept per communicator (a periodic schedule needs one per period step)
+
 
 class Handle:
     """An operation in flight; ``wait()`` completes it (once) and returns its result."""
@@ -58,7 +60,9 @@ class Communicator(abc.ABC):
         self.topology = topology
         self.cuda_aware = cuda_aware
         self._pool = fusion.BufferPool(pin_memory=True)
-        self._plans = weakref.WeakKeyDictionary()  # static topology -> _Plan
+        # static topology -> _Plan, least recently used first; weak, so that the topologies of
+        # an aperiodic schedule (a new object every step) take their plans with them
+        self._plans = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------ transport primitives
 
@@ -109,9 +113,14 @@ class Communicator(abc.ABC):
         return self.neighbor_average_async(tensors, step, topology, measure).wait()
 
     def _plan(self, topo) -> "_Plan":
-        plan = self._plans.get(topo)
+        """The plan of a static topology, cached: at most ``MAX_PLANS``, none beyond its topology's life."""
+        plan = self._plans.pop(topo, None)
         if plan is None:
-            plan = self._plans[topo] = _Plan(topo, self.rank)
+            topo.check_size(self.size)
+            plan = _Plan(topo, self.rank)
+            if len(self._plans) >= MAX_PLANS:
+                del self._plans[next(iter(self._plans))]
+        self._plans[topo] = plan  # most recently used last
         return plan
 
     def _start_group(self, group, plan, measure):
@@ -247,13 +256,15 @@ class Communicator(abc.ABC):
 
 class _Plan:
     """What one rank needs to gossip over one static topology, computed once per topology:
-    its in-neighbours, the edge set (the key of the MPI graph communicator) and its row of W
-    as a tensor per dtype and device."""
+    its in- and out-neighbours, the edge set (the key of the MPI graph communicator) and its
+    row of W as a tensor per dtype and device. It holds no reference to the topology (the
+    cache of plans is keyed by the topology, weakly)."""
 
     def __init__(self, topo, rank: int):
-        self.topo, self.rank = topo, rank
         self.sources = topo.in_neighbors(rank)
+        self.destinations = topo.out_neighbors(rank)
         self.edges = topo.edges()
+        self._row = topo.W[rank, [rank, *self.sources]]  # a copy (fancy indexing)
         self._cache = {}
 
     def weights(self, dtype, device) -> torch.Tensor:
@@ -267,7 +278,7 @@ class _Plan:
     def _coefficients(self, kind, dtype, device) -> torch.Tensor:
         c = self._cache.get((kind, dtype, device))
         if c is None:
-            row = self.topo.W[self.rank, [self.rank, *self.sources]]  # a copy (fancy indexing)
+            row = self._row
             if kind == "residual":
                 row = -row
                 row[0] += 1.0

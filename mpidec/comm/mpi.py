@@ -10,6 +10,7 @@ graph once, not once per step. Buffers travel as raw bytes: any dtype, no pickli
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 
 import torch
@@ -17,6 +18,8 @@ import torch
 from .. import runtime
 from .allreduce import select_allreduce
 from .base import Communicator
+from .mpi_buffer import as_mpi_bytes
+from .mpi_window import MPICounter, MPIModelWindow
 
 _MPI_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "mean": "SUM"}
 
@@ -32,13 +35,13 @@ def cuda_aware() -> bool:
     return bool(query()) if query is not None else False
 
 
-def as_mpi_bytes(t: torch.Tensor, rows: int = 1):
-    """An mpi4py buffer spec for a contiguous tensor: ``[memory, bytes per row, BYTE]``."""
+def library_version() -> str:
+    """The MPI library in use, in one line: 'Open MPI v4.1.4', 'MPICH 5.0.2', ..."""
     from mpi4py import MPI
 
-    raw = t.reshape(-1).view(torch.uint8)
-    memory = raw if raw.is_cuda else raw.numpy()
-    return [memory, raw.numel() // max(rows, 1), MPI.BYTE]
+    text = MPI.Get_library_version().strip()
+    banner = re.match(r"(\S+) Version:\s*(\S+)", text)  # MPICH, MVAPICH: a multi-line banner
+    return " ".join(banner.groups()) if banner else text.splitlines()[0].split(",")[0].strip()
 
 
 class MPICommunicator(Communicator):
@@ -71,9 +74,7 @@ class MPICommunicator(Communicator):
         if graph is not None:
             self._graphs.move_to_end(plan.edges)
             return graph
-        plan.topo.check_size(self.size)
-        graph = self.comm.Create_dist_graph_adjacent(
-            plan.sources, plan.topo.out_neighbors(self.rank), reorder=False)
+        graph = self.comm.Create_dist_graph_adjacent(plan.sources, plan.destinations, reorder=False)
         self._graphs[plan.edges] = graph
         if len(self._graphs) > self._max_graphs:
             self._graphs.popitem(last=False)[1].Free()
@@ -122,11 +123,7 @@ class MPICommunicator(Communicator):
         return self.comm.allgather(obj)
 
     def model_window(self, tensors):
-        from .window import MPIModelWindow
-
         return MPIModelWindow(self.comm, tensors)
 
     def counter(self):
-        from .window import MPICounter
-
         return MPICounter(self.comm)

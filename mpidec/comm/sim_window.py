@@ -13,7 +13,7 @@ import threading
 
 import torch
 
-from .window import ModelWindow
+from .window import Counter, ModelWindow
 
 
 class SimModelWindow(ModelWindow):
@@ -45,8 +45,8 @@ class SimModelWindow(ModelWindow):
         self.views, self._peers = None, None
 
 
-class SimCounter:
-    """:class:`~mpidec.comm.window.MPICounter` for virtual nodes: node 0's integer and a lock."""
+class SimCounter(Counter):
+    """The job-wide counter of virtual nodes: node 0's integer and a lock."""
 
     def __init__(self, comm):
         self._comm = comm

@@ -13,36 +13,19 @@ the same rounded value to both sides: ``x_i + x_j`` is preserved to one rounding
 mean over all workers stays constant whatever the interleaving.
 
 Backends supply the transport primitives ``_segment``, ``_lock``, ``_unlock``, ``_get``
-and ``_put``: :class:`MPIModelWindow` below (MPI-3 passive-target RMA) and
-:class:`mpidec.comm.sim_window.SimModelWindow` (threads in one process).
-
-Progress of the passive side (the worker whose model is read and written while it computes):
-
-- one node: ``MPI_Win_allocate`` gives Open MPI's ``osc/sm``, a shared-memory segment: Lock,
-  Get and Put are atomics and memcpy done by the origin alone, so a passive worker spends
-  nothing on its peers' averages (no thread, no CPU), even while it sleeps or computes; it
-  only makes them wait while it holds its own lock to apply its step. (``MPI_Win_create``
-  on user memory gives ``osc/rdma`` over the vader BTL: also truly one-sided, 4-8x slower.)
-- transports that need the target to enter MPI (Open MPI's ``osc/ucx``; ``osc/pt2pt`` also,
-  but it refuses the MPI_THREAD_MULTIPLE that mpi4py asks for): a daemon thread calls
-  ``MPI_Iprobe`` every ``MPIDEC_RMA_PROGRESS`` seconds (default 1 ms when the job spans
-  nodes, off on one node; ``0`` turns it off, a number forces it on). Measured with
-  ``--mca osc ucx`` on one 2-core machine, target asleep outside MPI: without the thread an
-  average waits until the target next calls MPI (one average in 1.5 s); with it, one every
-  1.5-3 ms (256 KB-2 MB models). Cost: about 2% of a core and a short GIL hold per wake-up.
+and ``_put``: :class:`mpidec.comm.mpi_window.MPIModelWindow` (MPI-3 one-sided windows)
+and :class:`mpidec.comm.sim_window.SimModelWindow` (threads in one process). Each backend
+also has a job-wide counter (``comm.counter()``, :class:`Counter`).
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-import os
-import threading
 
 import torch
 
 from . import fusion
-from .mpi import as_mpi_bytes
 
 
 class ModelWindow(abc.ABC):
@@ -133,107 +116,16 @@ class ModelWindow(abc.ABC):
                 t.copy_(v)
 
 
-class MPIModelWindow(ModelWindow):
-    """Passive-target RMA: one ``MPI_Win_allocate`` per segment, ``disp_unit`` = item size.
-
-    ``progress``: seconds between the progress thread's ``MPI_Iprobe`` calls, 0 for none;
-    default from ``MPIDEC_RMA_PROGRESS``, else 1 ms when the job spans nodes, else none.
-    """
-
-    def __init__(self, comm, tensors, progress: float | None = None):
-        self._comm, self._wins = comm, []
-        super().__init__(comm.Get_rank(), tensors)
-        self._stop = threading.Event()
-        self._progress = None
-        interval = progress_interval(comm) if progress is None else progress
-        if interval > 0:
-            self._progress = threading.Thread(target=self._progress_loop, args=(interval,),
-                                              name="mpidec-rma-progress", daemon=True)
-            self._progress.start()
-
-    def _segment(self, numel, dtype):
-        from mpi4py import MPI
-
-        item = torch.empty((), dtype=dtype).element_size()
-        win = MPI.Win.Allocate(max(numel, 1) * item, disp_unit=item, comm=self._comm)
-        self._wins.append(win)
-        return torch.frombuffer(win.tomemory(), dtype=dtype, count=max(numel, 1))[:numel]
-
-    def _lock(self, rank):
-        from mpi4py import MPI
-
-        for win in self._wins:
-            win.Lock(rank, MPI.LOCK_EXCLUSIVE)
-            if rank == self.rank:
-                win.Sync()  # local loads and stores see the latest remote Puts
-
-    def _unlock(self, rank):
-        for win in reversed(self._wins):
-            if rank == self.rank:
-                win.Sync()  # local stores are visible to the next remote Get
-            win.Unlock(rank)
-
-    def _get(self, rank, k, out):
-        self._wins[k].Get(as_mpi_bytes(out), rank)
-        self._wins[k].Flush(rank)
-
-    def _put(self, rank, k, src):
-        self._wins[k].Put(as_mpi_bytes(src), rank)
-
-    def _progress_loop(self, interval):
-        from mpi4py import MPI
-
-        while not self._stop.wait(interval):
-            MPI.COMM_SELF.Iprobe()  # any MPI call drives the library's progress engine
-
-    def free(self):
-        self._stop.set()
-        if self._progress is not None:
-            self._progress.join()
-        self.views, self._segments, self._scratch = None, [], []
-        for win in self._wins:
-            win.Free()
-        self._wins = []
-
-
-def progress_interval(comm) -> float:
-    """``MPIDEC_RMA_PROGRESS`` seconds if set; else 1 ms across nodes, 0 (off) on one node."""
-    env = os.environ.get("MPIDEC_RMA_PROGRESS", "").strip()
-    if env:
-        return float(env)
-    from mpi4py import MPI
-
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    one_node = node.Get_size() == comm.Get_size()
-    node.Free()
-    return 0.0 if one_node else 1e-3
-
-
-class MPICounter:
-    """A job-wide integer any worker adds to atomically (``MPI_Fetch_and_op`` on rank 0).
+class Counter(abc.ABC):
+    """A job-wide integer any worker adds to atomically, without the others taking part.
 
     For asynchronous loops that stop on a global amount of work: ``while counter.add(b) < total``.
     """
 
-    def __init__(self, comm):
-        from mpi4py import MPI
-
-        self._win = MPI.Win.Allocate(8 if comm.Get_rank() == 0 else 0, disp_unit=8, comm=comm)
-        if comm.Get_rank() == 0:
-            torch.frombuffer(self._win.tomemory(), dtype=torch.int64).zero_()
-        comm.Barrier()  # nobody adds before the value is zero
-        self._one, self._old = torch.empty(1, dtype=torch.int64), torch.empty(1, dtype=torch.int64)
-
+    @abc.abstractmethod
     def add(self, amount: int = 1) -> int:
         """Add ``amount``; return the value before (every worker sees distinct totals)."""
-        from mpi4py import MPI
 
-        self._one[0] = amount
-        self._win.Lock(0, MPI.LOCK_SHARED)
-        self._win.Fetch_and_op([self._one.numpy(), MPI.INT64_T], [self._old.numpy(), MPI.INT64_T], 0, op=MPI.SUM)
-        self._win.Unlock(0)
-        return int(self._old[0])
-
+    @abc.abstractmethod
     def free(self) -> None:
-        """Collective."""
-        self._win.Free()
+        """Collective: release the counter."""

@@ -7,7 +7,7 @@ import time
 import torch
 
 import mpidec
-from mpidec.comm.window import MPIModelWindow
+from mpidec.comm.mpi_window import MPIModelWindow
 
 world = mpidec.init()
 for progress in (0, 0.001):
