@@ -26,8 +26,13 @@ import math
 import torch
 
 
-def exact_distance(tensors, comm) -> float:
-    """``Xi`` over the given tensors, on every rank (collective: one allreduce of a copy)."""
+def exact_distance(tensors, comm=None) -> float:
+    """``Xi`` over the given tensors, on every rank (collective: one allreduce of a copy).
+    ``comm``: default the MPI communicator over the world, as for the optimizers."""
+    if comm is None:
+        from .comm import MPICommunicator
+
+        comm = MPICommunicator()
     tensors = [t.detach() for t in tensors]
     mean = [t.clone() for t in tensors]
     comm.allreduce(mean)

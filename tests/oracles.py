@@ -80,45 +80,94 @@ class LeastSquares:
         return np.stack(trajectory), opt
 
 
-def dense_trajectory(problem, algorithm, topology, steps, lr, momentum=0.0, variant="atc", period=1,
-                     momentum_averaging=True):
-    """The same algorithm in matrix form (rows = nodes), the oracle for every optimizer."""
-    X = problem.x0.copy()
-    M = np.zeros_like(X)
-    Xp, Gp = None, None
-    J = np.full((problem.n, problem.n), 1 / problem.n)
-    out = []
-    for t in range(steps):
-        W, G = topology.at(t).W, problem.grads(X)
-        if algorithm in ("DSGD", "DmSGD") and variant == "atc":
-            M = momentum * M + G
-            X = W @ (X - lr * M)
-        elif algorithm == "DmSGD":
-            Y = momentum * M + G
-            M, X = W @ Y, W @ (X - lr * Y)
-        elif algorithm == "DecentLaM":
-            Ghat = (X - W @ (X - lr * G)) / lr
-            M = momentum * M + Ghat
-            X = X - lr * M
-        elif algorithm == "QGDmSGD":
-            Xn = W @ (X - lr * (G + momentum * M))
-            M = momentum * M + (1 - momentum) * (X - Xn) / lr
+class DenseRule:
+    """One algorithm in matrix form (rows = nodes): ``step(X, G, W, lr, beta)`` is one
+    iteration on the given gradients; the oracle for every optimizer. ``mask`` (rows x
+    coordinates, True where a node has a gradient) gives torch.optim.SGD's rule for missing
+    gradients to the momentum-SGD family: no momentum update and no local step there."""
+
+    def __init__(self, algorithm, n, dim, momentum=0.0, variant="atc", period=1, momentum_sync="average"):
+        self.algorithm, self.variant, self.period, self.sync = algorithm, variant, period, momentum_sync
+        self.M = np.zeros((n, dim))
+        self.Xp = self.Gp = None
+        self.J = np.full((n, n), 1 / n)
+        self.t = 0
+
+    def _momentum(self, G, beta, mask):
+        M = np.where(mask, beta * self.M + G, self.M)
+        self.M = M
+        return np.where(mask, M, 0.0)
+
+    def step(self, X, G, W, lr, beta, mask=None):
+        a, t, J = self.algorithm, self.t, self.J
+        mask = np.ones_like(X, dtype=bool) if mask is None else mask
+        if a in ("DSGD", "DmSGD") and self.variant == "atc":
+            X = W @ (X - lr * self._momentum(G, beta, mask))
+        elif a == "DmSGD":
+            Y = beta * self.M + G
+            self.M, X = W @ Y, W @ (X - lr * Y)
+        elif a == "DecentLaM":
+            Ghat = (X - W @ (X - lr * np.where(mask, G, 0.0))) / lr
+            self.M = beta * self.M + Ghat
+            X = X - lr * self.M
+        elif a == "QGDmSGD":
+            Xn = W @ (X - lr * (G + beta * self.M))
+            self.M = beta * self.M + (1 - beta) * (X - Xn) / lr
             X = Xn
-        elif algorithm == "D2":
-            H = X - lr * G if t == 0 else 2 * X - Xp - lr * (G - Gp)
-            Xp, Gp, X = X, G, W @ H
-        elif algorithm == "LocalSGD":
-            M = momentum * M + G
-            X = X - lr * M
-            if (t + 1) % period == 0:
-                X, M = J @ X, (J @ M if momentum_averaging else 0 * M)
-        elif algorithm == "PmSGD":
-            M = momentum * M + J @ G
-            X = X - lr * M
+        elif a == "D2":
+            H = X - lr * G if t == 0 else 2 * X - self.Xp - lr * (G - self.Gp)
+            self.Xp, self.Gp, X = X, G, W @ H
+        elif a == "LocalSGD":
+            X = X - lr * self._momentum(G, beta, mask)
+            if (t + 1) % self.period == 0:
+                X, self.M = J @ X, {"average": J @ self.M, "clear": 0 * self.M, "local": self.M}[self.sync]
+        elif a == "PmSGD":
+            X = X - lr * self._momentum(J @ G, beta, mask)
+        elif a == "SignumMV":
+            self.M = beta * self.M + G if beta else G
+            ones = (self.M >= 0).sum(axis=0) * 2
+            positions = np.arange(X.shape[1])
+            vote = np.where((ones > X.shape[0]) | ((ones == X.shape[0]) & (positions % 2 == 0)), 1.0, -1.0)
+            X = X - lr * vote
         else:
-            raise ValueError(algorithm)
+            raise ValueError(a)
+        self.t += 1
+        return X
+
+
+def dense_trajectory(problem, algorithm, topology, steps, lr, momentum=0.0, **options):
+    """``DenseRule`` on the problem's exact gradients; returns (nodes, steps, dim)."""
+    rule = DenseRule(algorithm, problem.n, problem.dim, momentum, **options)
+    X, out = problem.x0.copy(), []
+    for t in range(steps):
+        X = rule.step(X, problem.grads(X), topology.at(t).W, lr, momentum)
         out.append(X)
-    return np.stack(out, axis=1)  # (nodes, steps, dim)
+    return np.stack(out, axis=1)
+
+
+def mlp_worker(comm, algorithm, steps=6, **kwargs):
+    """A small MLP, the same initial model on every rank and each rank its own data, trained
+    ``steps`` steps; returns (final parameters, number of buckets, [backward averaged the
+    gradients, per step])."""
+    from mpidec import optim
+    from mpidec import topology as T
+
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 1)).double()
+    init = torch.Generator().manual_seed(0)  # the same initial model everywhere (threads share torch's RNG)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=init, dtype=torch.float64) * 0.5)
+    g = torch.Generator().manual_seed(comm.rank)  # ... but each worker its own data
+    x, y = torch.randn(32, 5, generator=g, dtype=torch.float64), torch.randn(32, 1, generator=g, dtype=torch.float64)
+    opt = optim.by_name(algorithm)(model.parameters(), lr=0.05, topology=T.ring(comm.size), comm=comm, **kwargs)
+    averaged = []
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        averaged.append(getattr(opt, "_averaged", False))
+        opt.step()
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy(), len(opt._buckets), averaged
 
 
 # name, optimizer kwargs (dense_trajectory takes the same)
@@ -130,6 +179,7 @@ ALGORITHM_CASES = [
     ("QGDmSGD", {"momentum": 0.8}),
     ("D2", {}),
     ("LocalSGD", {"momentum": 0.8, "period": 3}),
-    ("LocalSGD", {"momentum": 0.8, "period": 4, "momentum_averaging": False}),
+    ("LocalSGD", {"momentum": 0.8, "period": 4, "momentum_sync": "clear"}),
+    ("LocalSGD", {"momentum": 0.8, "period": 2, "momentum_sync": "local"}),
     ("PmSGD", {"momentum": 0.8}),
 ]

@@ -5,7 +5,7 @@ import pytest
 
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from oracles import ALGORITHM_CASES, LeastSquares, dense_trajectory
+from oracles import ALGORITHM_CASES, LeastSquares, dense_trajectory, mlp_worker
 
 pytestmark = pytest.mark.mpi(min_size=2)
 LR, STEPS = 0.05, 110
@@ -33,9 +33,8 @@ def test_mpi_trajectory_equals_dense_and_simulator(comm, algorithm, kwargs, topo
 
 @pytest.mark.parametrize("algorithm, kwargs", [("DecentLaM", {"momentum": 0.9}), ("PmSGD", {"momentum": 0.9})])
 def test_mpi_overlapped_buckets_equal_the_simulator(comm, algorithm, kwargs):
-    from test_overlap import mlp_worker
-
-    mine, launched = mlp_worker(comm, algorithm, True, **kwargs)
-    assert len(launched[0]) >= 3 and all(all(step) for step in launched)
-    simulated = Simulator(comm.size, T.ring(comm.size)).run(mlp_worker, algorithm, False, **kwargs)
+    mine, buckets, averaged = mlp_worker(comm, algorithm, overlap=True, bucket_bytes=100, **kwargs)
+    assert buckets >= 3 and all(averaged) == (algorithm == "PmSGD")
+    simulated = Simulator(comm.size, T.ring(comm.size)).run(mlp_worker, algorithm, overlap=False,
+                                                            bucket_bytes=float("inf"), **kwargs)
     np.testing.assert_allclose(mine, simulated[comm.rank][0], rtol=1e-12, atol=1e-12)

@@ -125,11 +125,11 @@ def test_decentlam_refuses_directed_graphs_and_defaults_to_a_symmetric_one():
 def test_bad_arguments_are_refused():
     comm = Simulator(4, T.ring(4)).comms[0]
     p = [torch.zeros(3, requires_grad=True)]
-    with pytest.raises(ValueError, match="learning rate -1"):
+    with pytest.raises(ValueError, match="invalid lr -1"):
         optim.DSGD(p, lr=-1, comm=comm)
     with pytest.raises(ValueError, match=r"momentum 1.0: must be in \[0, 1\)"):
         optim.DmSGD(p, lr=0.1, momentum=1.0, comm=comm)
-    with pytest.raises(ValueError, match="unknown DmSGD variant 'foo'"):
+    with pytest.raises(ValueError, match="unknown variant 'foo'"):
         optim.DmSGD(p, lr=0.1, variant="foo", comm=comm)
     with pytest.raises(ValueError, match="unknown algorithm 'adam'"):
         optim.by_name("adam")

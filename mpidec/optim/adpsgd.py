@@ -9,7 +9,7 @@ import networkx as nx
 import torch
 
 from .. import topology as T
-from .base import DecentralizedOptimizer
+from .base import DecentralizedOptimizer, by_group
 
 
 class ADPSGD(DecentralizedOptimizer):
@@ -46,10 +46,13 @@ class ADPSGD(DecentralizedOptimizer):
     gossips = False  # no synchronous gossip: no consensus estimate or control
     default_topology = "ring"
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, topology=None, comm=None):
-        # one bucket: the whole model, in the window's order; no gradient hooks
-        super().__init__(params, lr, momentum, weight_decay, False, topology, comm,
-                         overlap=False, bucket_bytes=math.inf)
+    tuning = ()
+
+    def __init__(self, params, lr, **kwargs):
+        for fixed in ("bucket_bytes", "overlap", "measure_consensus", "consensus_control"):
+            if fixed in kwargs:
+                raise TypeError(f"ADPSGD takes no {fixed!r}: its exchange is one-sided, of the whole model")
+        super().__init__(params, lr, bucket_bytes=math.inf, overlap=False, measure_consensus=False, **kwargs)  # one bucket: the window's order
         self.active, self.partners = bipartite_roles(self.topology, self.comm.rank)
         self._rng = random.Random(self.comm.rank)
         self._window = self.comm.model_window(self.params)
@@ -57,17 +60,25 @@ class ADPSGD(DecentralizedOptimizer):
     def _exchanged(self, pairs):
         return []  # nothing collective: the average is one-sided, in _after
 
+    def _overflowed(self, here: bool) -> bool:
+        """GradScaler: a rank whose gradients overflow skips its own step (no average, no
+        gradient step); asking the others would make every step wait for them."""
+        return here
+
     def _after(self, pairs):
         if self._window is None:
             raise RuntimeError("ADPSGD.step() after finish(): build a new optimizer to train on")
-        steps = [(self._momentum_direction(p, self._gradient(p, group), group), group["lr"])
-                 if p.grad is not None else None for p, group in pairs]
+        steps = {}  # param -> (direction, lr), for the parameters with a gradient
+        for group, params in by_group(pairs, with_grad=True):
+            grads = [self._gradient(p, group) for p in params]
+            steps.update((p, (d, group["lr"])) for p, d in zip(params, self._momentum_directions(params, grads, group)))
         if self.active:
             self._window.average_with(self._rng.choice(self.partners))
         with self._window.exclusive() as model:
-            for (p, _), x, step in zip(pairs, model, steps):
-                if step is not None:
-                    x.add_(step[0].to(x.device), alpha=-step[1])
+            for (p, _), x in zip(pairs, model):
+                if p in steps:
+                    d, lr = steps[p]
+                    x.add_(d.to(x.device), alpha=-lr)
                 p.copy_(x)
 
     @torch.no_grad()

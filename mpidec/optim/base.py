@@ -1,12 +1,32 @@
-"""What every mpidec optimizer shares: arguments, the communicator, buckets, the step counter.
+"""What every mpidec optimizer shares: the contract, the communicator, buckets, the step counter.
 
 An optimizer is a ``torch.optim.Optimizer``; ``step()`` does one whole iteration on this
-rank - the local computation and its communication. Subclasses write the update rule in
-three parts per bucket of parameters: ``_before`` (local, before communication),
-``_exchanged`` (what to communicate: gossip for decentralized algorithms, allreduce for
-the others) and ``_after``. A parameter without a gradient in a step takes no local
-gradient step (as in ``torch.optim.SGD``) but still takes part in every exchange, so the
-fused buffers have the same layout on every rank.
+rank - the local computation and its communication - on the gradients *as they are when
+``step()`` is called*: whatever the user did to them after ``backward()`` (GradScaler's
+unscaling, clipping, accumulation over micro-batches, zeroing) and the hyperparameters in
+``param_groups`` at that moment are what the update uses. Nothing that depends on a
+gradient starts before ``step()``, except where the averaged gradient itself is the
+result of ``backward()`` (PmSGD's overlap, as in DDP: see :mod:`mpidec.optim.pmsgd`).
+
+Subclasses write the update rule in three parts per bucket of parameters: ``_before``
+(local, before communication), ``_exchanged`` (what to communicate: gossip for
+decentralized algorithms, allreduce for the others) and ``_after``. ``step()`` runs the
+buckets as a pipeline: a bucket's exchange is in flight while the next bucket's local part
+is computed. A parameter without a gradient in a step takes no local gradient step (as in
+``torch.optim.SGD``) but still takes part in every exchange, so the fused buffers have the
+same layout on every rank.
+
+The contract (one keyword-only signature)::
+
+    Algorithm(params, lr, *, momentum=0, weight_decay=0, nesterov=False, topology=None,
+              comm=None, measure_consensus=True, consensus_control=None, overlap=True,
+              bucket_bytes=25 MiB, **options)
+
+where ``options`` are the algorithm's own, declared once in its class attribute
+``options`` (name -> default). Every hyperparameter lives in the parameter groups and is
+read from them at step time; the options that fix the pattern of communication are
+checked at construction to agree on every rank (with the algorithm, the topology and the
+bucket layout).
 """
 
 from __future__ import annotations
@@ -15,47 +35,62 @@ import torch
 from torch.optim import Optimizer
 
 from ..consensus import estimate_from_residual
-from .buckets import Launcher, make_buckets
+from .buckets import make_buckets
 
 
 class DecentralizedOptimizer(Optimizer):
-    """Base class.
+    """Base class: the arguments every algorithm takes (see the module docstring).
 
     ``gossips``: whether the algorithm averages with neighbours (False for the allreduce
     baselines, which then have no consensus estimate or control).
 
     ``comm``: a :class:`mpidec.comm.Communicator` (default: the MPI one over the world);
     ``topology``: the graph gossiped over (default: ``default_topology`` over the world, the
-    static exponential graph unless the algorithm needs another); ``measure_consensus``: compute this rank's part of
-    the cheap consensus estimate during each exchange (one extra pass over the exchange
-    buffer; read it with :meth:`consensus_estimate`); ``consensus_control``: a
-    :class:`mpidec.consensus.ConsensusControl` that adds gossip rounds until the estimate
-    meets its target (``last_gossip_rounds`` says how many a step used).
+    static exponential graph unless the algorithm needs another); ``measure_consensus``:
+    compute this rank's part of the cheap consensus estimate during each exchange (one
+    extra pass over the exchange buffer; read it with :meth:`consensus_estimate`);
+    ``consensus_control``: a :class:`mpidec.consensus.ConsensusControl` that adds gossip
+    rounds until the estimate meets its target (``last_gossip_rounds`` says how many a
+    step used).
 
-    ``overlap``: start each bucket's local part and exchange from gradient hooks as soon
-    as backward has produced its gradients (see :mod:`mpidec.optim.buckets`); then call
-    ``step()`` after every backward. ``bucket_bytes``: the size of a bucket.
+    ``overlap``: start communication during ``backward()`` where the algorithm can do so
+    without changing a number (PmSGD averages the gradients as backward produces them);
+    the other algorithms' communication depends on the final gradients and starts in
+    ``step()``, pipelined over buckets of about ``bucket_bytes``.
+
+    Mixed precision: ``torch.amp.GradScaler`` drives ``step()`` directly
+    (``_step_supports_amp_scaling``): the optimizer unscales the gradients itself when the
+    scaler has not, and a step is skipped on *every* rank, with no change to the model or
+    the optimizer state, when *any* rank's gradients are not finite (one scalar allreduce
+    per step, only when a scaler is used). Each rank's scaler backs off on its own
+    overflow only, so after such a step the ranks' scales may differ: the scale changes no
+    number of the update, which always sees unscaled gradients.
     """
 
     gossips = True
     default_topology = "exponential"  # a builder in mpidec.topology, over the world
+    options: dict = {}                # the algorithm's own options and their defaults (they fix
+                                      # what is communicated: checked to agree on every rank)
+    # the keyword arguments of the base that tune how (not what) it communicates
+    tuning = ("overlap", "bucket_bytes", "measure_consensus")
+    _step_supports_amp_scaling = True  # torch.amp.GradScaler: see the class docstring
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
-                 comm=None, *, measure_consensus=True, consensus_control=None, overlap=True,
-                 bucket_bytes=25 * 2**20, **specific):
+    def __init__(self, params, lr, *, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
+                 comm=None, measure_consensus=True, consensus_control=None, overlap=True,
+                 bucket_bytes=25 * 2**20, **options):
+        name = type(self).__name__
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            own = ", ".join(f"{k}={v!r}" for k, v in self.options.items()) or "none"
+            raise TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r} (its own options: {own})")
         if consensus_control is not None and not self.gossips:
-            raise ValueError(f"{type(self).__name__} averages by allreduce: consensus control applies "
+            raise ValueError(f"{name} does not gossip: consensus control applies "
                              "to the gossip algorithms (DSGD, DmSGD, DecentLaM, QGDmSGD, D2)")
-        if not lr >= 0.0:
-            raise ValueError(f"invalid learning rate {lr}: must be >= 0")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"invalid momentum {momentum}: must be in [0, 1)")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"invalid weight_decay {weight_decay}: must be >= 0")
-        if nesterov and momentum == 0.0:
-            raise ValueError("Nesterov momentum needs momentum > 0")
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, **specific)
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+                        **{**self.options, **options})
+        self._building = True
         super().__init__(params, defaults)
+        self._building = False
         if comm is None:
             from ..comm import MPICommunicator
 
@@ -68,19 +103,61 @@ class DecentralizedOptimizer(Optimizer):
         self.topology = topology
         self.topology.check_size(comm.size)
         self.steps = 0
+        self.overlap = overlap
         self.measure_consensus = measure_consensus or consensus_control is not None
         self.consensus_control = consensus_control
         self.last_gossip_rounds = 0
         self._residual_sq = None  # this rank's ||x_i - sum_j W_ij x_j||^2 at the last step
-        comm.check_same_shapes(self.params)
         pairs = [(p, group) for group in self.param_groups for p in group["params"]]
         self._buckets = make_buckets(pairs, bucket_bytes)
-        self._launcher = Launcher(self._buckets, self._launch, hooks=overlap)
+        comm.check_same_shapes(self.params)
+        self._check_agreement()
+
+    # -------------------------------------------------------------- construction checks
+
+    def add_param_group(self, param_group) -> None:
+        """torch's, with this algorithm's checks; only while the optimizer is built (the
+        bucket layout of every exchange is fixed then)."""
+        if not getattr(self, "_building", False):
+            raise RuntimeError(f"{type(self).__name__} fixes its exchange layout at construction: pass every "
+                               "parameter group to the constructor")
+        super().add_param_group(param_group)
+        self._check_group(self.param_groups[-1])
+
+    def _check_group(self, group) -> None:
+        """Raise ``ValueError`` naming the argument when a group's settings are invalid."""
+        if not group["lr"] >= 0.0:
+            raise ValueError(f"invalid lr {group['lr']}: must be >= 0")
+        if not 0.0 <= group["momentum"] < 1.0:
+            raise ValueError(f"invalid momentum {group['momentum']}: must be in [0, 1)")
+        if not group["weight_decay"] >= 0.0:
+            raise ValueError(f"invalid weight_decay {group['weight_decay']}: must be >= 0")
+        if group["nesterov"] and group["momentum"] == 0.0:
+            raise ValueError("nesterov=True needs momentum > 0")
+
+    def _check_agreement(self) -> None:
+        """Collective: every rank must run the same algorithm, with the same options, on the
+        same topology and bucket layout (the shapes are checked before); one clear error otherwise."""
+        mine = {
+            "the algorithm": type(self).__name__,
+            "the algorithm's options": [{k: g[k] for k in self.options} for g in self.param_groups],
+            "where momentum is used (it decides what is exchanged)": [g["momentum"] > 0 for g in self.param_groups],
+            "the topology (name, workers)": (self.topology.name, self.topology.n),
+            "the buckets (parameters per bucket: bucket_bytes)": [len(b.pairs) for b in self._buckets],
+        }
+        everyone = self.comm.allgather_object(mine)
+        for rank, theirs in enumerate(everyone):
+            for what, value in theirs.items():
+                if value != everyone[0][what]:
+                    raise ValueError(f"{what} differs between ranks: {everyone[0][what]!r} on rank 0, "
+                                     f"{value!r} on rank {rank}; every rank must build the same optimizer")
 
     @property
     def params(self) -> list[torch.Tensor]:
         """All parameters, in group order: the layout of every exchange."""
         return [p for group in self.param_groups for p in group["params"]]
+
+    # -------------------------------------------------------------- the step
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -89,18 +166,25 @@ class DecentralizedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._launcher.launch_ready(everything=True)
+        if self._skip_for_amp():
+            return loss
+        self._iterate()
+        self.steps += 1
+        return loss
+
+    def _iterate(self) -> None:
+        """The update of one step: every bucket's local part and exchange in order, then the rest."""
         residual = 0.0
+        for bucket in self._buckets:
+            self._launch(bucket)
         for bucket in self._buckets:
             if bucket.handle is not None:
                 residual += bucket.handle.wait() or 0.0
+                bucket.handle = None
         if self.gossips:
             self._control_consensus(residual)
         for bucket in self._buckets:
             self._after(bucket.pairs)
-        self._launcher.reset()
-        self.steps += 1
-        return loss
 
     # -------------------------------------------------------------- the update rule, in three parts
 
@@ -114,9 +198,8 @@ class DecentralizedOptimizer(Optimizer):
     def _after(self, pairs) -> None:
         """The part after communication."""
 
-    @torch.no_grad()
     def _launch(self, bucket) -> None:
-        """Run a bucket's local part and start its exchange (from a gradient hook or ``step()``)."""
+        """Run a bucket's local part and start its exchange."""
         self._before(bucket.pairs)
         bucket.tensors = self._exchanged(bucket.pairs)
         if bucket.tensors:
@@ -128,6 +211,26 @@ class DecentralizedOptimizer(Optimizer):
             return self.comm.neighbor_average_async(bucket.tensors, self.steps, self.topology,
                                                     measure=self.measure_consensus)
         return self.comm.allreduce_async(bucket.tensors)
+
+    # -------------------------------------------------------------- mixed precision
+
+    def _skip_for_amp(self) -> bool:
+        """Under ``torch.amp.GradScaler.step``: whether any rank's gradients are not finite
+        (then every rank skips the step); otherwise unscale the gradients if the scaler has not."""
+        found_inf = getattr(self, "found_inf", None)  # set by GradScaler.step for this call only
+        if found_inf is None:
+            return False
+        if self._overflowed(float(found_inf.sum()) > 0):
+            return True
+        scale = getattr(self, "grad_scale", None)  # None: scaler.unscale_(optimizer) already ran
+        if scale is not None:
+            unscale_(self.params, scale)
+        return False
+
+    def _overflowed(self, here: bool) -> bool:
+        """Whether to skip the step, given whether this rank's gradients overflowed: on every
+        rank when any rank's did (one scalar allreduce)."""
+        return self.comm.allreduce_scalar(float(here), "max") > 0
 
     # -------------------------------------------------------------- consensus
 
@@ -169,33 +272,27 @@ class DecentralizedOptimizer(Optimizer):
         g = p.grad if p.grad is not None else torch.zeros_like(p)
         return g.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else g
 
-    def _momentum_direction(self, p, g, group) -> torch.Tensor:
-        """``m <- beta m + g``; returns ``m`` (heavy ball) or ``g + beta m`` (Nesterov)."""
-        beta = group["momentum"]
-        if beta == 0.0:
-            return g
-        m = self._buffer(p, "momentum_buffer").mul_(beta).add_(g)
-        return g.add(m, alpha=beta) if group["nesterov"] else m
-
     def _local_sgd_step(self, pairs) -> None:
         """``m <- beta m + g ; x <- x - lr m`` (Nesterov: ``x <- x - lr (g + beta m)``) for the
         parameters with a gradient, as ``torch.optim.SGD`` does it: multi-tensor
         (``torch._foreach_*``) ops, one kernel launch per group rather than per parameter."""
-        by_group = {}
-        for p, group in pairs:
-            if p.grad is not None:
-                by_group.setdefault(id(group), (group, []))[1].append(p)
-        for group, params in by_group.values():
+        for group, params in by_group(pairs, with_grad=True):
             grads = [p.grad for p in params]
             if group["weight_decay"]:
                 grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            beta = group["momentum"]
-            if beta:
-                momenta = [self._buffer(p, "momentum_buffer") for p in params]
-                torch._foreach_mul_(momenta, beta)
-                torch._foreach_add_(momenta, grads)
-                grads = torch._foreach_add(grads, momenta, alpha=beta) if group["nesterov"] else momenta
-            torch._foreach_add_(params, grads, alpha=-group["lr"])
+            torch._foreach_add_(params, self._momentum_directions(params, grads, group), alpha=-group["lr"])
+
+    def _momentum_directions(self, params, grads, group) -> list:
+        """The one momentum rule (as ``torch.optim.SGD``): ``m <- beta m + g`` and the direction
+        ``m`` (heavy ball) or ``g + beta m`` (Nesterov); ``g`` itself when beta = 0. Multi-tensor;
+        ``grads`` are not modified."""
+        beta = group["momentum"]
+        if not beta:
+            return grads
+        momenta = [self._buffer(p, "momentum_buffer") for p in params]
+        torch._foreach_mul_(momenta, beta)
+        torch._foreach_add_(momenta, grads)
+        return torch._foreach_add(grads, momenta, alpha=beta) if group["nesterov"] else momenta
 
     # -------------------------------------------------------------- checkpoints
 
@@ -214,3 +311,27 @@ class DecentralizedOptimizer(Optimizer):
         for kept, loaded in zip(groups, self.param_groups):
             kept.update(loaded)
         self.param_groups = groups
+
+
+def by_group(pairs, with_grad: bool = False) -> list:
+    """``[(group, [params])]`` of a bucket's ``(param, group)`` pairs, groups in order; only
+    the parameters that have a gradient with ``with_grad``."""
+    groups = {}
+    for p, group in pairs:
+        if p.grad is not None or not with_grad:
+            groups.setdefault(id(group), (group, []))[1].append(p)
+    return list(groups.values())
+
+
+def unscale_(params, scale: torch.Tensor) -> None:
+    """Divide the gradients by a GradScaler's ``scale`` in place, exactly as
+    ``GradScaler.unscale_`` does (multiply by the float32 reciprocal computed in float64)."""
+    by_device = {}
+    for p in params:
+        if p.grad is not None:
+            by_device.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+    inv = scale.double().reciprocal().float()
+    for (device, _), grads in by_device.items():
+        found = torch.zeros(1, device=device)  # the step's inf check was done by the scaler
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, inv.to(device))
+

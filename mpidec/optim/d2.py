@@ -17,14 +17,18 @@ class D2(DecentralizedOptimizer):
     Converges to the exact minimiser of the average objective, where D-PSGD keeps a
     bias that grows with data heterogeneity. Needs the smallest eigenvalue of W above
     -1/3 (use ``topology.lazy`` weights on an even ring). No momentum. Sent per step:
-    one model. State: previous iterate and previous gradient.
+    one model, ``H``, which depends on the final gradients: the exchange starts in ``step()``.
+    State: previous iterate and previous gradient.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None, **options):
-        if momentum != 0.0 or nesterov:
-            raise ValueError("D2 has no momentum form: use momentum=0")
-        super().__init__(params, lr, 0.0, weight_decay, False, topology, comm, **options)
+    def __init__(self, params, lr, **kwargs):
+        super().__init__(params, lr, **kwargs)
         self._h = {}  # scratch for H (not part of the state)
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        if group["momentum"] != 0.0:
+            raise ValueError("D2 has no momentum form: use momentum=0")
 
     def _before(self, pairs):
         for p, group in pairs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..topology import TopologyError, is_symmetric
-from .base import DecentralizedOptimizer
+from .base import DecentralizedOptimizer, by_group
 
 
 class DecentLaM(DecentralizedOptimizer):
@@ -18,7 +18,8 @@ class DecentLaM(DecentralizedOptimizer):
 
     equivalently ``X+ = W (X - lr G) + beta (X - X_prev)``. Its fixed point solves
     ``(I - W) X + lr W grad F(X) = 0`` whatever beta (DmSGD's grows like 1/(1 - beta)).
-    Sent per step: one model. Memory: momentum plus one scratch model.
+    Sent per step: one model, ``S``, which depends on the final gradients: the exchange
+    starts in ``step()``. Memory: momentum plus one scratch model.
     W must be symmetric (the paper's assumption): the momentum acts on the gossip step too,
     and on a directed graph such as ``exponential`` the recursion ``W x + beta (x - x_prev)``
     has complex modes outside the unit circle and diverges. The default topology is
@@ -29,15 +30,18 @@ class DecentLaM(DecentralizedOptimizer):
 
     default_topology = "symmetric_exponential"
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None, **options):
-        if lr == 0:
-            raise ValueError("DecentLaM divides by lr: it must be > 0")
+    def __init__(self, params, lr, *, topology=None, **kwargs):
         if topology is not None and not all(is_symmetric(topology.at(t).W) for t in range(topology.period or 1)):
             raise TopologyError(f"DecentLaM needs a symmetric mixing matrix and {topology.name!r} is not: "
                                 "its momentum diverges on directed graphs; use e.g. ring, torus, "
                                 "symmetric_exponential or random_matching")
-        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, **options)
+        super().__init__(params, lr, topology=topology, **kwargs)
         self._x = {}  # scratch: X before the step, then Ghat (not part of the state)
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        if not group["lr"] > 0:
+            raise ValueError(f"invalid lr {group['lr']}: DecentLaM divides by lr, it must be > 0")
 
     def _before(self, pairs):
         for p, group in pairs:
@@ -46,8 +50,11 @@ class DecentLaM(DecentralizedOptimizer):
                 p.add_(self._gradient(p, group), alpha=-group["lr"])      # p = S, then W S
 
     def _after(self, pairs):
-        for p, group in pairs:
-            ghat = self._x[p].sub_(p).div_(group["lr"])                    # (X - W S) / lr
-            d = self._momentum_direction(p, ghat, group)
-            if d is not ghat:                                              # beta = 0: X+ = W S
-                p.add_(ghat.sub_(d), alpha=group["lr"])
+        for group, params in by_group(pairs):
+            lr = group["lr"]
+            ghats = [self._x[p].sub_(p).div_(lr) for p in params]          # (X - W S) / lr
+            if group["momentum"]:                                          # beta = 0: X+ = W S
+                directions = self._momentum_directions(params, ghats, group)
+                torch._foreach_sub_(ghats, directions)
+                torch._foreach_add_(params, ghats, alpha=lr)
+

@@ -21,26 +21,29 @@ class DmSGD(DecentralizedOptimizer):
 
     ``G`` stacks the local stochastic gradients (plus ``weight_decay * X``) and rows are
     workers. Sent per step: one model (atc) or model and momentum in one fused buffer (yu).
-    Communication starts once the local step is done; its fixed point on exact gradients
-    solves ``(I - W) X + lr / (1 - beta) W grad F(X) = 0``: momentum amplifies the bias.
+    Communication starts once the local step is done, in ``step()``: what is sent depends
+    on the final gradients, so it cannot start during backward without changing a number.
+    Its fixed point on exact gradients solves ``(I - W) X + lr / (1 - beta) W grad F(X) = 0``:
+    momentum amplifies the bias.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
-                 comm=None, variant="atc", **options):
-        if variant not in ("atc", "yu"):
-            raise ValueError(f"unknown DmSGD variant {variant!r}; use 'atc' or 'yu'")
-        if variant == "yu" and nesterov:
+    options = {"variant": "atc"}
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        if group["variant"] not in ("atc", "yu"):
+            raise ValueError(f"unknown variant {group['variant']!r}; use 'atc' or 'yu'")
+        if group["variant"] == "yu" and group["nesterov"]:
             raise ValueError("variant='yu' has no Nesterov form; use variant='atc'")
-        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, variant=variant, **options)
 
     def _before(self, pairs):
         self._local_sgd_step(pairs)
 
     def _exchanged(self, pairs):
         params = [p for p, _ in pairs]
-        if self.defaults["variant"] == "yu" and self.defaults["momentum"] > 0:
-            return params + [self._buffer(p, "momentum_buffer") for p in params]
-        return params
+        momenta = [self._buffer(p, "momentum_buffer") for p, group in pairs
+                   if group["variant"] == "yu" and group["momentum"] > 0]
+        return params + momenta
 
 
 class DSGD(DmSGD):
@@ -48,9 +51,5 @@ class DSGD(DmSGD):
 
         X+ = W (X - lr G)
 
-    ``momentum > 0`` makes it :class:`DmSGD` with ``variant="atc"``.
+    The same class as :class:`DmSGD` with ``momentum=0`` by default.
     """
-
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None,
-                 **options):
-        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, variant="atc", **options)

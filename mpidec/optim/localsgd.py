@@ -4,41 +4,45 @@ from __future__ import annotations
 
 from .base import DecentralizedOptimizer
 
+MOMENTUM_SYNC = ("average", "clear", "local")
+
 
 class LocalSGD(DecentralizedOptimizer):
     r"""Local heavy-ball (or Nesterov) steps, global averaging every ``period`` steps::
 
         M = beta M + G ;  X = X - lr M                 (every step, no communication)
-        after steps period, 2 period, ...:
-            momentum_averaging=True:   X = mean(X),  M = mean(M)     (2 models, allreduce)
-            momentum_averaging=False:  X = mean(X),  M = 0           (1 model, "cleared")
+        after steps period, 2 period, ...:   X = mean(X)   and, by ``momentum_sync``:
+            "average" (default; Yu, Jin & Yang 2019):  M = mean(M)   (2 models, allreduce)
+            "clear"   (restart the momentum):          M = 0         (1 model)
+            "local"   (Lin et al. 2020's local SGD):   M unchanged   (1 model)
 
-    With ``period=1`` and equal initial models this is centralized heavy ball (PmSGD).
+    With ``period=1`` and equal initial models, "average" is centralized heavy ball
+    (PmSGD). ``period`` and ``momentum_sync`` are read from each parameter group at every
+    step. What is averaged depends on the final gradients: the exchange starts in ``step()``.
     """
 
     gossips = False
+    options = {"period": 1, "momentum_sync": "average"}
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
-                 comm=None, period=1, momentum_averaging=True, **options):
-        if not (isinstance(period, int) and period >= 1):
+    def _check_group(self, group):
+        super()._check_group(group)
+        period = group["period"]
+        if not (isinstance(period, int) and not isinstance(period, bool) and period >= 1):
             raise ValueError(f"invalid period {period!r}: must be an integer >= 1")
-        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm,
-                         period=period, momentum_averaging=momentum_averaging, **options)
+        if group["momentum_sync"] not in MOMENTUM_SYNC:
+            raise ValueError(f"invalid momentum_sync {group['momentum_sync']!r}: use one of {', '.join(MOMENTUM_SYNC)}")
 
-    def _averages_now(self) -> bool:
-        return (self.steps + 1) % self.defaults["period"] == 0
-
-    def _momenta(self, pairs) -> list:
-        return [self._buffer(p, "momentum_buffer") for p, _ in pairs] if self.defaults["momentum"] else []
+    def _averages_now(self, group) -> bool:
+        return (self.steps + 1) % group["period"] == 0
 
     def _before(self, pairs):
         self._local_sgd_step(pairs)
-        if self._averages_now() and not self.defaults["momentum_averaging"]:
-            for m in self._momenta(pairs):
-                m.zero_()
+        for p, group in pairs:
+            if group["momentum"] and group["momentum_sync"] == "clear" and self._averages_now(group):
+                self._buffer(p, "momentum_buffer").zero_()
 
     def _exchanged(self, pairs):
-        if not self._averages_now():
-            return []
-        params = [p for p, _ in pairs]
-        return params + self._momenta(pairs) if self.defaults["momentum_averaging"] else params
+        now = [(p, group) for p, group in pairs if self._averages_now(group)]
+        momenta = [self._buffer(p, "momentum_buffer") for p, group in now
+                   if group["momentum"] and group["momentum_sync"] == "average"]
+        return [p for p, _ in now] + momenta

@@ -15,14 +15,18 @@ class QGDmSGD(DecentralizedOptimizer):
         Mhat = beta Mhat + (1 - beta) (X - X+) / lr
 
     ``(X - X+) / lr`` includes the neighbours' pull, so the momentum approximates the
-    global direction and stays stable on heterogeneous data. Sent per step: one model.
+    global direction and stays stable on heterogeneous data. Sent per step: one model, which
+    depends on the final gradients: the exchange starts in ``step()``.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None, comm=None, **options):
-        if lr == 0:
-            raise ValueError("QGDmSGD divides by lr: it must be > 0")
-        super().__init__(params, lr, momentum, weight_decay, nesterov, topology, comm, **options)
+    def __init__(self, params, lr, **kwargs):
+        super().__init__(params, lr, **kwargs)
         self._x = {}  # scratch: X before the step (not part of the state)
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        if not group["lr"] > 0:
+            raise ValueError(f"invalid lr {group['lr']}: QGDmSGD divides by lr, it must be > 0")
 
     def _before(self, pairs):
         for p, group in pairs:

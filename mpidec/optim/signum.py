@@ -19,14 +19,20 @@ class SignumMV(DecentralizedOptimizer):
     a vote per shard, an allgather): ``2 (n - 1) / n`` bits per parameter each step, 1/32
     of a float32 ring allreduce. ``sign(0)`` counts as +1; a tied vote (even number of
     workers) is +1 at even positions and -1 at odd ones. Models stay identical when they
-    start identical. Memory: momentum plus one scratch model for the vote.
+    start identical. Memory: momentum plus one scratch model for the vote. The vote depends on
+    the final gradients: it starts in ``step()``.
     """
 
     gossips = False
 
-    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, topology=None, comm=None, **options):
-        super().__init__(params, lr, momentum, weight_decay, False, topology, comm, **options)
+    def __init__(self, params, lr, *, momentum=0.9, **kwargs):
+        super().__init__(params, lr, momentum=momentum, **kwargs)
         self._votes = {}  # scratch: this step's vote per parameter (not part of the state)
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        if group["nesterov"]:
+            raise ValueError("SignumMV has no Nesterov form: use nesterov=False")
 
     def _before(self, pairs):
         for p, group in pairs:
