@@ -1,0 +1,74 @@
+"""AD-PSGD with ranks on two emulated hosts: one-sided averages over TCP (Open MPI osc/ucx),
+with the progress thread that a passive-target window spanning hosts needs.
+
+Run by tests/cluster/cluster_tests.py as
+``jobs/cluster.sh run --hosts 2 --ranks-per-host 2 -- python -m pytest --with-mpi THIS_FILE``.
+"""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from adpsgd_workers import initial_models, interpolating_problem, training_worker, zero_gradient_worker
+
+pytestmark = pytest.mark.mpi(min_size=4)
+
+
+@pytest.fixture(scope="module")
+def comm():
+    from mpidec.comm import MPICommunicator
+
+    return MPICommunicator()
+
+
+def gather(comm, value) -> np.ndarray:
+    return np.stack(comm.allgather_object(value))
+
+
+def test_ranks_span_hosts_and_windows_get_a_progress_thread(comm):
+    from mpi4py import MPI
+
+    from mpidec.comm.mpi_window import progress_interval
+
+    hosts = comm.allgather_object(MPI.Get_processor_name())
+    assert len(set(hosts)) == 2 and hosts[0] == hosts[1] != hosts[2] == hosts[3], hosts
+    assert progress_interval(comm.comm) == 1e-3  # the default across hosts (MPIDEC_RMA_PROGRESS unset)
+
+
+def test_averages_reach_a_passive_rank_on_the_other_host_while_it_sleeps(comm):
+    """Rank 0 (host 1) averages with rank 3 (host 2, passive) while rank 3 sleeps outside MPI."""
+    from mpidec.comm.mpi_window import MPIModelWindow
+
+    window = MPIModelWindow(comm.comm, [torch.zeros(1, dtype=torch.float64)])
+    comm.allgather_object(None)
+    done = 0
+    if comm.rank == 3:
+        time.sleep(3.5)
+    elif comm.rank == 0:
+        time.sleep(0.2)  # rank 3 has left MPI
+        end = time.perf_counter() + 3.0
+        while time.perf_counter() < end:
+            window.average_with(3)
+            done += 1
+    comm.allgather_object(None)
+    window.free()
+    assert comm.allgather_object(done)[0] >= 5  # a transport left without progress completes 1
+
+
+def test_pairwise_averages_across_hosts_preserve_the_mean(comm):
+    model, steps = zero_gradient_worker(comm, 200)
+    assert comm.allreduce_scalar(steps if comm.rank % 2 == 0 else 0) == 200  # even ranks are active
+    x0, x1 = initial_models(comm.size), gather(comm, model)
+    np.testing.assert_allclose(x1.mean(axis=0), x0.mean(axis=0), rtol=0, atol=1e-12)
+    spread = lambda x: ((x - x.mean(axis=0)) ** 2).sum(axis=1).mean()  # noqa: E731
+    assert spread(x0) > 1.0 and spread(x1) < 1e-6 * spread(x0)  # 200 averages of 4 models
+
+
+def test_training_across_hosts_converges(comm):
+    problem = interpolating_problem(comm.size)
+    model, steps = training_worker(comm, problem, 600, lr=0.3)  # the simulator: 5e-3 of the start
+    start = np.abs(problem.x0 - problem.x_star).max()
+    assert min(comm.allgather_object(steps)) > 0
+    assert np.abs(gather(comm, model) - problem.x_star).max() < 5e-2 * start
