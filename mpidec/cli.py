@@ -3,6 +3,7 @@
     mpidec topology NAME -n N [--plot FILE.png]     neighbours, weights, spectral figures
     mpiexec -n 4 mpidec train [--algorithm ...]     train, one worker per MPI rank
     mpidec compare RUN_DIR... [--plots DIR]         table (and plots) of finished runs
+    mpidec plan --workers N --bandwidth ... --model-size ... --compute ...   predicted step times
 
 Under ``mpiexec`` every rank parses the same arguments: a usage error is printed by rank 0
 only and every rank exits 2 before MPI starts. ``train`` catches SIGTERM and SIGINT from
@@ -115,6 +116,11 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders written by mpidec train (--out)")
     compare.add_argument("--plots", metavar="DIR", help="write compare-curves.png and compare-consensus.png here")
     compare.set_defaults(run=compare_command)
+    from .plan import add_arguments as add_plan_arguments, plan_command
+
+    plan = sub.add_parser("plan", help="predicted step time and communication share of every algorithm on a cluster")
+    add_plan_arguments(plan)
+    plan.set_defaults(run=plan_command)
     return top
 
 

@@ -1,0 +1,121 @@
+"""The network clock (mpidec.netmodel) against closed forms, and the `mpidec plan` command."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mpidec import netmodel as M
+from mpidec import topology as T
+
+S, B, ALPHA, O = 8e6, 1e9, 50e-6, 3e-6  # bytes, bytes/s, s, s
+
+
+def net(hosts, per_host=1, **kwargs):
+    return M.Network(hosts, per_host, bandwidth=B, latency=ALPHA, overhead=O, **kwargs)
+
+
+def test_a_hosts_link_is_shared_by_its_ranks():
+    one = M.message_times(net(2), [0], [1], S)
+    assert one[0] == pytest.approx(O + ALPHA + S / B)
+    two = M.message_times(net(2, 2), [0, 1], [2, 3], S)  # both cross host 0's uplink
+    np.testing.assert_allclose(two, O + ALPHA + 2 * S / B)
+    local = M.message_times(net(1, 2, local_bandwidth=4e9, local_latency=1e-6), [0], [1], S)
+    assert local[0] == pytest.approx(O + 1e-6 + S / 4e9)
+
+
+def test_a_slow_link_slows_only_the_messages_that_cross_it():
+    times = M.message_times(net(3, slow=((2, 8),)), [0, 1], [1, 2], S)
+    np.testing.assert_allclose(times, [O + ALPHA + S / B, O + ALPHA + 8 * S / B])
+
+
+def test_ring_allreduce_closed_form():
+    n = 6
+    expected = 2 * (n - 1) * (O + ALPHA + S / n / B)
+    assert M.allreduce_time(net(n), S, "ring") == pytest.approx(expected)
+    assert M.allreduce_time(net(n), S) <= expected  # auto: the cheapest
+
+
+def test_small_allreduces_take_recursive_doubling():
+    n = 8
+    small = 8.0
+    doubling = 3 * (O + ALPHA + small / B)
+    assert M.allreduce_time(net(n), small, "recursive_doubling") == pytest.approx(doubling)
+    assert M.allreduce_time(net(n), small) == pytest.approx(doubling)
+    rabenseifner = 2 * sum(O + ALPHA + S / 2 ** (k + 1) / B for k in range(3))
+    assert M.allreduce_time(net(n), S, "rabenseifner") == pytest.approx(rabenseifner)
+
+
+def test_gossip_on_a_ring_is_compute_plus_the_slowest_in_neighbour():
+    c = 0.01
+    cost = M.step_cost(net(5), "DSGD", S, c, topology="ring")
+    message = 2 * O + ALPHA + 2 * S / B  # each host sends to two neighbours and receives from two
+    assert cost.step == pytest.approx(c + message)
+    assert cost.compute == c and cost.communication == pytest.approx(message)
+
+
+def test_a_straggler_slows_its_neighbours_at_the_max_cycle_mean():
+    """Node clocks are a max-plus recursion: the slope is the largest cycle mean, here the
+    slow node alone (c_s) or a round trip to a neighbour ((c_s + c) / 2 + m)."""
+    c, message = 0.01, 2 * O + ALPHA + 2 * S / B
+    for slow in (0.012, 0.1):
+        compute = [c] * 6
+        compute[3] = slow
+        cost = M.step_cost(net(6), "DSGD", S, compute, topology="ring", steps=400)
+        assert cost.step == pytest.approx(max(slow, (slow + c) / 2 + message), rel=1e-3)
+
+
+def test_synchronous_algorithms_wait_for_the_slowest_rank():
+    compute = [0.01, 0.01, 0.05, 0.01]
+    cost = M.step_cost(net(4), "PmSGD", S, compute)
+    assert cost.step == pytest.approx(0.05 + M.allreduce_time(net(4), S))
+    local = M.step_cost(net(4), "LocalSGD", S, 0.01, period=5)
+    assert local.step == pytest.approx(0.01 + M.allreduce_time(net(4), 2 * S) / 5)
+
+
+def test_the_vote_sends_one_bit_per_parameter_in_shards():
+    numel = int(S // 4)
+    shard = math.ceil(numel / 2 / 8)
+    message = O + ALPHA + shard / B  # two ranks: one shard each way, twice
+    assert M.vote_time(net(2), numel) == pytest.approx(2 * message)
+    assert M.step_cost(net(2), "SignumMV", S, 0.01).step == pytest.approx(0.01 + 2 * message)
+
+
+def test_one_peer_exponential_costs_one_message_per_step():
+    n = 8
+    cost = M.step_cost(net(n), "DSGD", S, 0.01, topology="one_peer_exponential")
+    assert cost.step == pytest.approx(0.01 + O + ALPHA + S / B)
+
+
+def test_adpsgd_workers_step_at_their_own_pace():
+    """Two workers on two hosts: the active one averages every step (4 RMA round trips and
+    the model both ways: ``a``), the passive one computes and applies its step, waiting only
+    while an average holds its model. The mean step is n / (sum of the workers' rates)."""
+    c, a = 0.01, 4e-4 + 2 * S / B
+    free = M.step_cost(net(2, rma_latency=0.0), "ADPSGD", 0.0, c, steps=4000)
+    assert free.step == pytest.approx(c, rel=1e-3)
+    # a slow passive worker does not hold the active one back (a synchronous step would take 8c)
+    slow = M.step_cost(net(2, rma_latency=1e-4), "ADPSGD", S, [c, 8 * c], steps=4000)
+    fastest, slowest = 2 / (1 / (c + a) + 1 / (8 * c)), 2 / (1 / (c + a) + 1 / (8 * c + a))
+    assert fastest * 0.99 <= slow.step <= slowest * 1.01
+    assert slow.step < 0.5 * M.step_cost(net(2), "DSGD", S, [c, 8 * c], topology="ring").step
+
+
+def test_adpsgd_needs_a_bipartite_topology():
+    with pytest.raises(T.TopologyError, match="bipartite"):
+        M.step_cost(net(3), "ADPSGD", S, 0.01, topology="ring")
+
+
+def test_fit_link_recovers_latency_and_bandwidth():
+    sizes = np.array([1e3, 1e4, 1e5, 1e6, 1e7])
+    latency, bandwidth = M.fit_link(sizes, 2e-4 + sizes / 3e8)
+    assert latency == pytest.approx(2e-4) and bandwidth == pytest.approx(3e8)
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="one rank per host"):
+        M.Network(0)
+    with pytest.raises(ValueError, match="slow link"):
+        M.Network(2, slow=((5, 2),))
+    with pytest.raises(ValueError, match="knows"):
+        M.step_cost(net(2), "Adam", S, 0.01)
