@@ -119,3 +119,38 @@ def test_bad_input_is_refused():
         M.Network(2, slow=((5, 2),))
     with pytest.raises(ValueError, match="knows"):
         M.step_cost(net(2), "Adam", S, 0.01)
+
+
+# ---------------------------------------------------------------- mpidec plan
+
+def test_plan_prints_the_models_step_times(capsys):
+    from mpidec.cli import main
+
+    assert main(["plan", "--workers", "8", "--per-host", "2", "--bandwidth", "8gbit", "--latency", "50us",
+                 "--model-size", "8MB", "--compute", "10ms", "--slow-link", "4"]) == 0
+    out = capsys.readouterr().out
+    expected = M.Network(4, 2, bandwidth=1e9, latency=50e-6, overhead=2e-6, slow=((3, 4.0),))
+    pmsgd = M.step_cost(expected, "PmSGD", 8e6, 0.01)
+    ring = M.step_cost(expected, "DSGD", 8e6, 0.01, topology="ring")
+    assert "8 workers (4 hosts x 2)" in out and "host 3's link 4x slower" in out
+    assert f"{pmsgd.step * 1e3:>9.2f} {pmsgd.communication * 1e3:>9.2f}" in out.splitlines()[3]
+    line = next(row for row in out.splitlines() if row.startswith("DSGD/DmSGD/DecentLaM     ring "))
+    assert line.split()[-4:] == [f"{ring.step * 1e3:.2f}", f"{ring.communication * 1e3:.2f}",
+                                 f"{ring.share:.0%}", f"{ring.step / pmsgd.step:.2f}"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model-size", "1XB"], "--model-size '1XB': give a number with a unit"),
+    (["--model-size", "1MB", "--per-host", "3"], "--workers 8 is not a multiple of --per-host 3"),
+    (["--model-size", "1MB", "--slow-link", "0.5"], "--slow-link 0.5"),
+    (["--params", "-3M"], "--params"),
+])
+def test_plan_names_the_flag_to_change(capsys, flags, message):
+    from mpidec.cli import main
+
+    try:
+        code = main(["plan", "--workers", "8", "--compute", "10ms", *flags])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
