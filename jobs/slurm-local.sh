@@ -29,7 +29,7 @@ set -euo pipefail
 
 DIR=${MPIDEC_SLURM_DIR:-/tmp/mpidec-slurm}
 PORT=${MPIDEC_SLURM_PORT:-16817}
-CPUS=${MPIDEC_SLURM_CPUS:-4}   # per emulated node (the host's cores are shared by both)
+CPUS=${MPIDEC_SLURM_CPUS:-16}  # per emulated node (the host's cores are shared by both)
 CONF=$DIR/slurm.conf
 NODES=(n1 n2)
 SKIP=77
