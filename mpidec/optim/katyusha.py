@@ -170,7 +170,7 @@ class SVRG(Optimizer):
         _, at_snapshot = _evaluate(closure, params, "closure")
         torch._foreach_copy_(params, current)
         correction = torch._foreach_sub(at_x, at_snapshot)
-        self.comm.allreduce(correction, average=True)  # grad f_B(x) - grad f_B(x~), B over all ranks
+        self._average(correction)  # grad f_B(x) - grad f_B(x~), B over all ranks
         i = 0
         for group in self.param_groups:
             for p in group["params"]:
@@ -190,11 +190,16 @@ class SVRG(Optimizer):
         params = self._params()
         self._move_to_start(params)
         _, full = _evaluate(full_closure, params, "full_closure")
-        self.comm.allreduce(full, average=True)  # mean over the shards: grad f(x~)
+        self._average(full)  # mean over the shards: grad f(x~)
         for p, g in zip(params, full):
             state = self.state[p]
             state["snapshot"] = p.detach().clone()
             state["full_grad"] = g
+
+    def _average(self, tensors) -> None:
+        """Average over the ranks, in place (one fused allreduce; nothing to do on one rank)."""
+        if self.comm.size > 1:
+            self.comm.allreduce(tensors, average=True)
 
     def _move_to_start(self, params) -> None:
         """SVRG starts each epoch where the last one ended: ``x~_{k+1} = y_{k+1}``."""
