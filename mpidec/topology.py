@@ -13,6 +13,14 @@ Builders are small functions in the style of networkx's generators::
 
 A static :class:`Topology` and a time-varying :class:`Schedule` both answer
 ``at(step)`` with the static topology used at that step.
+
+Push-sum (``stochastic="column"``): on a directed graph a node knows its out-degree, not
+how many nodes send to it, so it splits its model among its out-neighbours and itself:
+``P[i, j] = 1 / (out_degree(j) + 1)`` (:func:`push_weights`). Such a P only has columns
+summing to one; only push-sum algorithms (:class:`mpidec.optim.SGP`) accept it::
+
+    from_digraph(nx.DiGraph(...))  # static, column-stochastic
+    random_push(16, seed=0)        # time-varying: at step t, i pushes half its model to a random peer
 """
 
 from __future__ import annotations
@@ -52,6 +60,16 @@ def metropolis_hastings(adjacency: np.ndarray) -> np.ndarray:
     deg = a.sum(axis=1)
     w = a / (1.0 + np.maximum.outer(deg, deg))
     return w + np.diag(1.0 - w.sum(axis=1))
+
+
+def push_weights(adjacency: np.ndarray) -> np.ndarray:
+    """``P[i, j] = 1 / (out_degree(j) + 1)`` on the edges ``j -> i`` and the diagonal.
+
+    Column-stochastic for any directed graph (``adjacency[i, j] != 0``: i receives from j);
+    doubly stochastic only where every in-degree matches the out-degrees. For push-sum.
+    """
+    a = _adjacency(adjacency)
+    return (a + np.eye(len(a))) / (a.sum(axis=0, keepdims=True) + 1)
 
 
 def lazy(w: np.ndarray) -> np.ndarray:
@@ -99,6 +117,27 @@ def _as_matrix(w) -> np.ndarray:
     return w
 
 
+STOCHASTIC = ("doubly", "column")  # what a Topology checks: rows and columns, or columns only
+
+
+def _check_stochastic(stochastic: str) -> str:
+    if stochastic not in STOCHASTIC:
+        raise TopologyError(f"unknown stochastic={stochastic!r}; use 'doubly' (gossip) or 'column' (push-sum)")
+    return stochastic
+
+
+def _check_sums(w: np.ndarray, stochastic: str) -> None:
+    """Columns (and, unless push-sum, rows) of ``w`` sum to one, or a TopologyError naming the first that does not."""
+    for axis, what in ((1, "row"), (0, "column"))[stochastic == "column":]:
+        sums = w.sum(axis=axis)
+        bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-8)
+        if bad.size:
+            hint = ("push-sum needs a column-stochastic W (try push_weights(adjacency))" if stochastic == "column"
+                    else "gossip needs a doubly stochastic W (try metropolis_hastings(adjacency) for irregular "
+                         "graphs, or stochastic='column' with a push-sum algorithm for directed ones)")
+            raise TopologyError(f"{what} {bad[0]} of W sums to {sums[bad[0]]:.6g}, not 1; {hint}")
+
+
 def check_nodes(n) -> int:
     """``n`` as a number of nodes: a whole number >= 1 (TopologyError otherwise)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -122,27 +161,23 @@ class _OverNodes:
 class Topology(_OverNodes):
     """A static mixing matrix ``W`` over ``n`` nodes.
 
-    Checked at construction: square, non-negative, rows and columns summing to one,
-    and (unless ``connected=False``, used for the steps of a schedule) strongly connected.
+    Checked at construction: square, non-negative, rows and columns summing to one
+    (only columns with ``stochastic="column"``, for push-sum), and (unless
+    ``connected=False``, used for the steps of a schedule) strongly connected.
     """
 
     period = 1
 
-    def __init__(self, w, name: str = "custom", connected: bool = True):
+    def __init__(self, w, name: str = "custom", connected: bool = True, stochastic: str = "doubly"):
         w = _as_matrix(w)
         if (w < -_TOL).any():
             i, j = np.argwhere(w < -_TOL)[0]
             raise TopologyError(f"W has a negative weight W[{i},{j}] = {w[i, j]:g}; weights must be >= 0")
-        for axis, what in ((1, "row"), (0, "column")):
-            sums = w.sum(axis=axis)
-            bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-8)
-            if bad.size:
-                raise TopologyError(
-                    f"{what} {bad[0]} of W sums to {sums[bad[0]]:.6g}, not 1; gossip needs a doubly "
-                    "stochastic W (try metropolis_hastings(adjacency) for irregular graphs)")
+        _check_sums(w, _check_stochastic(stochastic))
         self.W = w
         self.n = len(w)
         self.name = name
+        self.stochastic = stochastic
         if connected and not is_connected(w):
             raise TopologyError(f"topology {name!r} is not connected: gossip cannot reach consensus")
         self._in = [np.flatnonzero(w[i] > 0) for i in range(self.n)]
@@ -175,8 +210,9 @@ class Schedule(_OverNodes):
     Every rank computes the same sequence from the same arguments, with no communication.
     """
 
-    def __init__(self, n: int, step_fn, name: str, period: int | None):
+    def __init__(self, n: int, step_fn, name: str, period: int | None, stochastic: str = "doubly"):
         self.n, self.name, self.period = n, name, period
+        self.stochastic = _check_stochastic(stochastic)
         self._step_fn = step_fn
         self._cache: dict[int, Topology] = {}
 
@@ -184,7 +220,7 @@ class Schedule(_OverNodes):
         key = step % self.period if self.period else step
         topo = self._cache.get(key)
         if topo is None:
-            topo = Topology(self._step_fn(key), name=f"{self.name}@{key}", connected=False)
+            topo = Topology(self._step_fn(key), name=f"{self.name}@{key}", connected=False, stochastic=self.stochastic)
             if self.period:  # aperiodic schedules would grow the cache without bound
                 self._cache[key] = topo
         return topo
@@ -270,9 +306,16 @@ def from_networkx(graph: nx.Graph, weights: str = "metropolis") -> Topology:
     return Topology(_WEIGHT_RULES[weights](adjacency), name=f"networkx:{graph.name or 'graph'}")
 
 
-def from_matrix(w, name: str = "custom") -> Topology:
-    """A user-given mixing matrix, checked as every topology is."""
-    return Topology(w, name=name)
+def from_matrix(w, name: str = "custom", stochastic: str = "doubly") -> Topology:
+    """A user-given mixing matrix, checked as every topology is (``stochastic="column"``: push-sum)."""
+    return Topology(w, name=name, stochastic=stochastic)
+
+
+def from_digraph(graph: nx.DiGraph) -> Topology:
+    """A directed graph for push-sum: an edge ``u -> v`` means u sends to v; nodes in sorted
+    order become ranks 0..n-1; :func:`push_weights`, column-stochastic."""
+    adjacency = nx.to_numpy_array(graph, nodelist=sorted(graph.nodes)).T  # row i: what i receives
+    return Topology(push_weights(adjacency), name=f"digraph:{graph.name or 'graph'}", stochastic="column")
 
 
 def one_peer_exponential(n: int) -> Schedule:
@@ -308,6 +351,22 @@ def random_matching(n: int, seed: int = 0) -> Schedule:
     return Schedule(n, step, f"random_matching(seed={seed})", period=None)
 
 
+def random_push(n: int, seed: int = 0) -> Schedule:
+    """Push-sum (column-stochastic): at step t every node keeps half its model and pushes the
+    other half to one peer drawn at random (depending only on (seed, t)). A node may receive
+    from several peers or none, so rows do not sum to one: only push-sum algorithms take it."""
+    n = check_nodes(n)
+
+    def step(t):
+        rng = np.random.default_rng([seed, t])
+        peers = (np.arange(n) + rng.integers(1, max(n, 2), size=n)) % n
+        w = np.eye(n) / 2
+        np.add.at(w, (peers, np.arange(n)), 0.5)
+        return w
+
+    return Schedule(n, step, f"random_push(seed={seed})", period=None, stochastic="column")
+
+
 BUILDERS = {
     "ring": ring, "torus": torus, "exponential": exponential,
     "symmetric_exponential": symmetric_exponential, "hypercube": hypercube,
@@ -329,6 +388,12 @@ def build(name: str, n: int) -> Topology | Schedule:
 def is_doubly_stochastic(w, tol: float = 1e-8) -> bool:
     w = np.asarray(w)
     return bool((w >= -tol).all() and np.allclose(w.sum(0), 1, atol=tol) and np.allclose(w.sum(1), 1, atol=tol))
+
+
+def is_column_stochastic(w, tol: float = 1e-8) -> bool:
+    """Non-negative with columns summing to one: what push-sum needs."""
+    w = np.asarray(w)
+    return bool((w >= -tol).all() and np.allclose(w.sum(0), 1, atol=tol))
 
 
 def is_symmetric(w, tol: float = 1e-12) -> bool:
