@@ -28,11 +28,11 @@ and the answer after K epochs is ``y_K``. The line is the linear coupling
 steps along ``g_{k+1} = (x~_k - y_{k+1}) / (m eta)`` with step ``alpha = m eta / (2 tau)``
 and a ``sigma/4 ||z - y_{k+1}||^2`` term, once ``z`` is eliminated, which holds for the
 paper's choice ``tau = sqrt(m eta sigma) / 2`` (tests/test_katyusha.py checks the identity).
-The paper's complexity, single-sample batches and ``m = n``: ``O((n + n^(3/4) sqrt(L/sigma))
-log 1/eps)`` gradients against SVRG's ``O((n + sqrt(n) L/sigma) log 1/eps)`` on such sums, a
-speed-up of about ``sqrt(kappa / sqrt(n))`` once ``kappa = L/sigma > sqrt(n)``; with
-mini-batches of b the epoch count is unchanged for b up to about sqrt(n) (a linear
-parallel speed-up).
+The complexity as it is usually quoted (single-sample batches, ``m = n``): ``O((n + n^(3/4)
+sqrt(L/sigma)) log 1/eps)`` gradients against SVRG's ``O((n + sqrt(n) L/sigma) log 1/eps)`` on
+such sums, a speed-up of about ``sqrt(kappa / sqrt(n))`` once ``kappa = L/sigma > sqrt(n)``;
+with mini-batches of b the epoch count is unchanged for b up to about sqrt(n) (the "linear
+parallel speed-up"). docs/katyusha.md has measured figures.
 
 Source note: the paper's text (its algorithm box and equation numbers) could not be read
 in the environment this was written in, so no equation number is quoted. The rule above is
@@ -187,8 +187,8 @@ class SVRG(Optimizer):
         for group in self.param_groups:
             _check_group(group)
         self._epoch_length()
+        self._move_to_start()
         params = self._params()
-        self._move_to_start(params)
         _, full = _evaluate(full_closure, params, "full_closure")
         self._average(full)  # mean over the shards: grad f(x~)
         for p, g in zip(params, full):
@@ -201,7 +201,7 @@ class SVRG(Optimizer):
         if self.comm.size > 1:
             self.comm.allreduce(tensors, average=True)
 
-    def _move_to_start(self, params) -> None:
+    def _move_to_start(self) -> None:
         """SVRG starts each epoch where the last one ended: ``x~_{k+1} = y_{k+1}``."""
 
     # -------------------------------------------------------------- checkpoints
@@ -228,7 +228,7 @@ class KatyushaX(SVRG):
     def __init__(self, params, lr, *, epoch_length, tau, comm=None):
         self._setup(params, dict(lr=lr, epoch_length=epoch_length, tau=tau), comm)
 
-    def _move_to_start(self, params) -> None:
+    def _move_to_start(self) -> None:
         """``x~_{k+1} = (3/2 y_{k+1} + 1/2 x~_k - (1 - tau) y_k) / (1 + tau)``; y_0 = x~_0 = x_0."""
         for group in self.param_groups:
             tau = group["tau"]
