@@ -92,16 +92,22 @@ class Communicator(abc.ABC):
 
     # ------------------------------------------------------------ neighbour averaging
 
-    def neighbor_average_async(self, tensors, step: int = 0, topology=None, measure: bool = False) -> Handle:
+    def neighbor_average_async(self, tensors, step: int = 0, topology=None, measure: bool = False,
+                               wire_dtype=None) -> Handle:
         """Start ``x_i <- sum_j W[i, j] x_j`` for every tensor, with W = ``topology.at(step)``.
 
         Returns a :class:`Handle`; the tensors hold the average after ``wait()`` and must
         not be written before. Tensors are fused into one buffer per dtype and device.
         With ``measure``, ``wait()`` returns ``||x_i - sum_j W[i, j] x_j||^2`` summed over the
         tensors (this rank's part of the cheap consensus estimate; no extra exchange).
+        ``wire_dtype`` (e.g. ``torch.bfloat16``): the tensors travel rounded to it, and the
+        combine runs in their own dtype on the own tensor as it is and the received ones
+        widened: ``x_i <- W[i, i] x_i + sum_{j != i} W[i, j] round(x_j)``.
         """
+        if wire_dtype is not None and not wire_dtype.is_floating_point:
+            raise TypeError(f"wire_dtype must be a floating-point dtype, got {wire_dtype}")
         plan = self._plan((topology or self.topology).at(step))
-        finishers = [self._start_group(group, plan, measure) for group in fusion.groups(tensors)]
+        finishers = [self._start_group(group, plan, measure, wire_dtype) for group in fusion.groups(tensors)]
 
         def finish():
             residuals = [finish_group() for finish_group in finishers]
@@ -109,8 +115,8 @@ class Communicator(abc.ABC):
 
         return Handle(finish)
 
-    def neighbor_average(self, tensors, step: int = 0, topology=None, measure: bool = False):
-        return self.neighbor_average_async(tensors, step, topology, measure).wait()
+    def neighbor_average(self, tensors, step: int = 0, topology=None, measure: bool = False, wire_dtype=None):
+        return self.neighbor_average_async(tensors, step, topology, measure, wire_dtype).wait()
 
     def _plan(self, topo) -> "_Plan":
         """The plan of a static topology, cached: at most ``MAX_PLANS``, none beyond its topology's life."""
@@ -123,19 +129,25 @@ class Communicator(abc.ABC):
         self._plans[topo] = plan  # most recently used last
         return plan
 
-    def _start_group(self, group, plan, measure):
+    def _start_group(self, group, plan, measure, wire_dtype=None):
         dtype, device = group[0].dtype, group[0].device
         if not dtype.is_floating_point:
             raise TypeError(f"neighbour averaging needs floating-point tensors, got {dtype}")
         m = self._pool.take((len(plan.sources) + 1, fusion.numel(group)), dtype, device)
         fusion.pack(group, out=m[0])
-        wire = self._staging(m, rows=1)
+        narrow = m if wire_dtype in (None, dtype) else self._pool.take(m.shape, wire_dtype, device)
+        if narrow is not m:
+            narrow[0].copy_(m[0])                      # rounded to the wire's dtype
+        wire = self._staging(narrow, rows=1)
         request = self._start_neighbor_allgather(plan, wire[0], wire[1:])
         w = plan.weights(dtype, device)
 
         def finish():
             request.wait()
-            self._unstage(m, wire, received=slice(1, None))
+            self._unstage(narrow, wire, received=slice(1, None))
+            if narrow is not m:                        # widen the neighbours' rows; row 0 stays exact
+                m[1:].copy_(narrow[1:])
+                self._pool.give(narrow)
             residual = self._residual(m, plan) if measure else None
             fusion.combine_into(group, m, w)
             self._pool.give(m)
@@ -150,6 +162,28 @@ class Communicator(abc.ABC):
         value = torch.linalg.vector_norm(r).item() ** 2  # in the buffer's dtype: a float64 upcast costs 30x
         self._pool.give(r)
         return value
+
+    def neighbor_allgather_async(self, tensor, step: int = 0, topology=None) -> Handle:
+        """Start gathering the in-neighbours' ``tensor``: ``wait()`` returns a new tensor of
+        shape ``(k, *tensor.shape)`` whose row ``r`` is the ``tensor`` of in-neighbour
+        ``topology.at(step).in_neighbors(rank)[r]``. Only ``tensor``'s bytes travel (a
+        compressed payload, say) and nothing is combined; every rank must pass the same
+        shape and dtype at the same call (the transport moves fixed-size rows).
+        """
+        plan = self._plan((topology or self.topology).at(step))
+        m = self._pool.take((len(plan.sources) + 1, tensor.numel()), tensor.dtype, tensor.device)
+        m[0].copy_(tensor.reshape(-1))
+        wire = self._staging(m, rows=1)
+        request = self._start_neighbor_allgather(plan, wire[0], wire[1:])
+
+        def finish():
+            request.wait()
+            self._unstage(m, wire, received=slice(1, None))
+            rows = m[1:].clone().view(len(plan.sources), *tensor.shape)
+            self._pool.give(m)
+            return rows
+
+        return Handle(finish)
 
     # ------------------------------------------------------------ allreduce
 
