@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,26 @@ def test_an_exception_on_one_rank_ends_every_rank():
     assert rc != 0
     assert "[rank 1/4] uncaught exception, aborting the whole job" in out
     assert "RuntimeError: deliberate exception on rank 1" in out
+
+
+@pytest.mark.parametrize("how, reason", [("exit3", "sys.exit(3) at "), ("return", "its program ended")])
+def test_a_rank_that_leaves_while_the_others_wait_for_it_ends_the_job_naming_it(how, reason):
+    started = time.monotonic()
+    rc, out = mpiexec("tests/harness/leave_early.py", how, env={"MPIDEC_EXIT_GRACE": "3"})
+    assert rc != 0, out
+    assert re.search(r"\[rank [023]/4\] rank 1 left the job \(" + re.escape(reason), out), out
+    assert "leave_early.py:" in out  # where the waiting rank was stuck
+    assert time.monotonic() - started < BOUND
+
+
+def test_a_rank_that_leaves_early_while_the_others_still_compute_is_no_error():
+    rc, out = mpiexec("tests/harness/leave_early.py", "legit", env={"MPIDEC_EXIT_GRACE": "2"})
+    assert rc == 0, out
+    assert "left the job" not in out
+
+
+def test_a_usage_error_is_printed_once_not_once_per_rank():
+    rc, out = mpiexec("-m", "mpidec", "train", "--epochs", "three")
+    assert rc != 0
+    assert out.count("argument --epochs: invalid int value: 'three'") == 1, out
+    assert out.count("usage: mpidec train") == 1, out

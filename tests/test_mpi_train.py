@@ -1,13 +1,15 @@
-"""mpidec train on 4 MPI ranks: every algorithm learns; a preempted and resumed run equals
-an uninterrupted one, bit for bit."""
+"""mpidec train on 4 MPI ranks: every algorithm learns; a run stopped at any phase and
+resumed equals an uninterrupted one, bit for bit; ADPSGD does not wait for a straggler."""
 
 import signal
+import time
 
 import pytest
 import torch
 
 from mpidec import optim
-from mpidec.train import TrainConfig, algorithm, train
+from mpidec.train import TrainConfig, algorithm, evaluation, loop, plots, train
+from mpidec.train import data as datasets
 from mpidec.train.metrics import check_record, read_records
 
 pytestmark = pytest.mark.mpi(min_size=2)
@@ -64,16 +66,43 @@ def _signalled_at(cls, step: int, rank: int):
     return Signalled
 
 
-def test_sigterm_on_one_rank_then_resume_equals_an_uninterrupted_run(world, shared_dir, monkeypatch):
+def _signalling(function, rank: int, call: int):
+    """``function`` that sends SIGTERM to rank ``rank`` as its ``call``-th call there begins."""
+    calls = []
+
+    def signalling(*args, **kwargs):
+        from mpi4py import MPI
+
+        calls.append(1)
+        if MPI.COMM_WORLD.Get_rank() == rank and len(calls) == call:
+            signal.raise_signal(signal.SIGTERM)
+        return function(*args, **kwargs)
+
+    return signalling
+
+
+def test_sigterm_on_one_rank_at_any_phase_then_resume_equals_an_uninterrupted_run(world, shared_dir, monkeypatch):
     settings = dict(FAST, algorithm="DmSGD", topology="ring", partition="dirichlet", alpha=0.3, weight_decay=1e-3,
                     options={"variant": "yu"}, checkpoint_every=4)
-    whole = train(TrainConfig(**settings, out=f"{shared_dir}/whole"))
+    with monkeypatch.context() as patch:  # a signal while rank 0 draws the plots: the run has finished
+        patch.setattr(plots, "plot_curves", _signalling(plots.plot_curves, rank=0, call=1))
+        whole = train(TrainConfig(**settings, out=f"{shared_dir}/whole"))
+    assert whole["status"] == "finished" and whole["stopped_by"] is None
 
     dmsgd = algorithm.resolve("DmSGD")
-    with monkeypatch.context() as patch:
+    with monkeypatch.context() as patch:  # during training: at the next step boundary
         patch.setattr(algorithm, "resolve", lambda name: _signalled_at(dmsgd, step=14, rank=1))
         stopped = train(TrainConfig(**settings, out=f"{shared_dir}/parts"))
-    assert stopped["status"] == "preempted" and stopped["steps"] == 14
+    assert stopped["status"] == "preempted" and stopped["steps"] == 14 and stopped["stopped_by"] == "SIGTERM"
+    with monkeypatch.context() as patch:  # during the final evaluation (the 3rd scoring after step 14)
+        patch.setattr(evaluation, "score", _signalling(evaluation.score, rank=2, call=3))
+        stopped = train(TrainConfig(**settings, out=f"{shared_dir}/parts", resume=True))
+    assert stopped["status"] == "preempted" and stopped["steps"] == 33 and stopped["test_accuracy"] != whole[
+        "test_accuracy"]  # the evaluation at step 33 was cut short: the summary holds step 22's
+    with monkeypatch.context() as patch:  # during start-up, on one rank: before the first step
+        patch.setattr(datasets, "load", _signalling(datasets.load, rank=3, call=1))
+        stopped = train(TrainConfig(**settings, out=f"{shared_dir}/parts", resume=True))
+    assert stopped["status"] == "preempted" and stopped["steps"] == 33
     resumed = train(TrainConfig(**settings, out=f"{shared_dir}/parts", resume=True))
     assert resumed["status"] == "finished" and resumed["steps"] == whole["steps"] == 33
 
@@ -95,3 +124,43 @@ def test_sigterm_on_one_rank_then_resume_equals_an_uninterrupted_run(world, shar
     assert runs[0] == runs[1]
     for key in ("test_accuracy", "consensus_distance", "train_loss"):
         assert whole[key] == resumed[key]
+
+
+ASYNC = dict(FAST, algorithm="ADPSGD", topology="ring", momentum=0.0, epochs=6, log_every=6)
+
+
+def test_adpsgd_through_mpidec_train_does_not_wait_for_a_straggler(world, shared_dir, monkeypatch):
+    slow = world.Get_size() - 1  # passive on the ring
+    step = loop.Trainer.train_step
+
+    def slowed(self, *args):
+        if self.rank == slow:
+            time.sleep(0.4)
+        step(self, *args)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", slowed)
+    summary = train(TrainConfig(**ASYNC, out=f"{shared_dir}/async"))
+    steps = summary["steps_per_rank"]
+    budget = 6 * 11 * 32 * world.Get_size()  # the samples of the synchronous run
+    assert summary["status"] == "finished" and summary["samples"] == sum(steps) * 32 == budget
+    assert steps[slow] < 0.6 * max(steps), steps  # the others did not wait for it
+    assert summary["steps"] == 66 and summary["test_accuracy"] > 0.5
+    records = records_of(world, f"{shared_dir}/async")
+    for record in records:
+        check_record(record)
+    assert [r["step"] for r in records if r["event"] == "eval"] == [0, 66]
+    assert all(r["consensus_distance"] is None for r in records if r["event"] == "train")
+    assert summary["consensus_distance"] > 0  # measured at the end, over every model
+
+
+def test_adpsgd_stops_everywhere_when_one_rank_is_signalled_and_resumes_to_the_sample_budget(world, shared_dir,
+                                                                                                monkeypatch):
+    adpsgd = algorithm.resolve("ADPSGD")
+    with monkeypatch.context() as patch:
+        patch.setattr(algorithm, "resolve", lambda name: _signalled_at(adpsgd, step=10, rank=2))
+        stopped = train(TrainConfig(**ASYNC, out=f"{shared_dir}/async"))
+    assert stopped["status"] == "preempted" and stopped["stopped_by"] == "SIGTERM"
+    assert stopped["steps_per_rank"][2] == 10 and 0 < stopped["samples"] < 6 * 11 * 128
+    resumed = train(TrainConfig(**ASYNC, out=f"{shared_dir}/async", resume=True))
+    assert resumed["status"] == "finished" and resumed["samples"] == 6 * 11 * 32 * world.Get_size()
+    assert all(a >= b for a, b in zip(resumed["steps_per_rank"], stopped["steps_per_rank"]))

@@ -1,8 +1,10 @@
 """mpidec train, serial parts: partitions, schedules, data, models, metrics, and the errors
 that bad arguments give (in process and through the command line)."""
 
+import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -182,7 +184,130 @@ def test_a_resumed_log_drops_the_records_after_its_checkpoint(tmp_path):
     assert [r["step"] for r in read_records(tmp_path / "metrics.jsonl")] == [2, 4]
 
 
+def _eval_record(step):
+    return {"event": "eval", "step": step, "epoch": step / 2, "test_loss": 1.0, "test_accuracy": 0.5,
+            "worker_test_loss": 1.0, "worker_test_accuracy": 0.5, "worker_test_accuracy_min": 0.4,
+            "worker_test_accuracy_max": 0.6, "consensus_distance": 0.1, "time": step}
+
+
+def test_a_line_cut_short_at_the_end_is_dropped_with_a_warning_elsewhere_it_names_the_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    whole = "".join(json.dumps(_eval_record(step)) + "\n" for step in (2, 4))
+    warnings = []
+    for torn in ('{"event": "eval", "step": 6, "epo', '{"event": "ev', "{", "\x00\x00\x00", "[1, 2]"):
+        path.write_text(whole + torn)
+        assert [r["step"] for r in read_records(path, warn=warnings.append)] == [2, 4]
+        assert "dropped its last line (3), cut short" in warnings[-1]
+    path.write_text(whole.replace("\n", "\nnot json\n", 1))
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 2: .*the file is damaged"):
+        read_records(path)
+
+
 # ---------------------------------------------------------------- one-rank runs in process
+
+
+def _stop_at(monkeypatch, step):
+    """Trainer.train_step that raises SIGTERM in the step that ends at ``step``."""
+    from mpidec.train import loop
+
+    original = loop.Trainer.train_step
+
+    def train_step(self, *args):
+        original(self, *args)
+        if self.step + 1 == step:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", train_step)
+
+
+def test_a_run_stopped_with_a_torn_metrics_line_resumes_without_losing_or_repeating_records(tmp_path, monkeypatch):
+    settings = dict(algorithm="DmSGD", epochs=2, lr=0.4, log_every=5, progress=False, checkpoint_every=0)
+    whole = train(TrainConfig(**settings, out=str(tmp_path / "whole")))
+    with monkeypatch.context() as patch:
+        _stop_at(patch, 47)
+        stopped = train(TrainConfig(**settings, out=str(tmp_path / "parts")))
+    assert stopped["status"] == "preempted" and stopped["steps"] == 47 and stopped["stopped_by"] == "SIGTERM"
+    log = tmp_path / "parts" / "metrics.jsonl"
+    with open(log, "a") as f:  # what a crash after the checkpoint leaves: a later record, and a torn one
+        f.write(json.dumps({**read_records(log)[-1], "step": 50}) + "\n" + '{"event": "train", "st')
+    resumed = train(TrainConfig(**settings, out=str(tmp_path / "parts"), resume=True))
+    assert resumed["status"] == "finished" and resumed["test_accuracy"] == whole["test_accuracy"]
+    numbers = ("event", "step", "loss", "test_accuracy", "consensus_distance")
+    assert [{k: r.get(k) for k in numbers} for r in read_records(log)] == \
+           [{k: r.get(k) for k in numbers} for r in read_records(tmp_path / "whole" / "metrics.jsonl")]
+    text, _ = compare([tmp_path / "parts"])  # and compare reads it
+    assert text.splitlines()[2].startswith("DmSGD")
+
+
+def test_summary_status_says_running_preempted_finished_or_failed(tmp_path, monkeypatch):
+    config = TrainConfig(algorithm="DSGD", epochs=1, lr=0.4, progress=False, out=str(tmp_path))
+    status = lambda: json.loads((tmp_path / "summary.json").read_text())["status"]  # noqa: E731
+    with monkeypatch.context() as patch:
+        _stop_at(patch, 3)
+        assert train(config)["status"] == status() == "preempted"
+    (tmp_path / "data").write_text("")  # a later attempt refused after it began: never left "preempted"
+    with pytest.raises(ConfigError, match="--data-dir"):
+        train(TrainConfig(**{**config.to_dict(), "resume": True, "data_dir": str(tmp_path / "data")}))
+    assert status() == "failed"
+    assert train(TrainConfig(**{**config.to_dict(), "resume": True}))["status"] == status() == "finished"
+    with pytest.raises(ConfigError, match="--batch-size: 32 -> 16"):
+        train(TrainConfig(**{**config.to_dict(), "resume": True, "batch_size": 16}))
+    assert status() == "finished"  # a refused attempt does not undo a finished run
+
+
+def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path):
+    config = TrainConfig(algorithm="DSGD", epochs=1, lr=0.4, progress=False, out=str(tmp_path))
+    train(config)
+    resume = TrainConfig(**{**config.to_dict(), "resume": True})
+    rank_file = tmp_path / "checkpoints" / "step-00000044" / "rank-00000.pt"
+    whole = rank_file.read_bytes()
+    for damaged, message in [(whole[:len(whole) // 2], "cannot be read"), (b"", "cannot be read"),
+                             (whole[:100], "cannot be read")]:
+        rank_file.write_bytes(damaged)
+        with pytest.raises(ConfigError, match=f"--resume: {rank_file} {message} .*drop --resume to start over"):
+            train(resume)
+    torch.save({"step": 3}, rank_file)
+    with pytest.raises(ConfigError, match="is not a checkpoint of mpidec train"):
+        train(resume)
+    (tmp_path / "checkpoints" / "latest").write_text("../../etc\n")
+    with pytest.raises(ConfigError, match="not a checkpoint folder name"):
+        train(resume)
+
+
+def test_an_unwritable_out_is_found_before_the_data_and_the_model(tmp_path, monkeypatch):
+    from mpidec.train import data
+
+    monkeypatch.setattr(data, "load", lambda config: pytest.fail("the data were loaded first"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=f"--out {tmp_path}/file/run: cannot write there \\(Not a directory\\)"):
+        train(TrainConfig(out=str(tmp_path / "file" / "run"), progress=False))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("summary.json", "summary.json cannot be read"),
+    ("metrics.jsonl", "metrics.jsonl, line 1: "),
+    ("no metrics", None),
+    ("torn metrics", None),
+    ("unwritable plots", "--plots "),
+])
+def test_compare_of_damaged_runs_says_which_file(tmp_path, damage, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = {"status": "finished", "algorithm": "DSGD", "test_accuracy": 0.5, "time": "oops"}
+    (run / "summary.json").write_text("{not json" if damage == "summary.json" else json.dumps(summary))
+    metrics = json.dumps(_eval_record(2)) + "\n" + json.dumps(_eval_record(4)) + "\n"
+    if damage != "no metrics":
+        (run / "metrics.jsonl").write_text({"metrics.jsonl": "garbage\n" + metrics,
+                                            "torn metrics": metrics + '{"eve'}.get(damage, metrics))
+    plots = tmp_path / "file" / "plots" if damage == "unwritable plots" else tmp_path / "plots"
+    (tmp_path / "file").write_text("")
+    done = run_cli("compare", str(run), "--plots", str(plots))
+    if message is None:
+        assert done.returncode == 0 and done.stdout.splitlines()[2].startswith("DSGD"), done.stderr
+        assert "0.5000" in done.stdout and "?" in done.stdout  # a bad value is a "?", not a traceback
+    else:
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_one_rank_run_writes_records_summary_plots_and_resumes(tmp_path, capsys):
@@ -222,6 +347,12 @@ def test_a_one_rank_run_writes_records_summary_plots_and_resumes(tmp_path, capsy
     (["--dataset", "imagenet", "--data-dir", "/no/such/folder"], "--data-dir /no/such/folder: no such folder"),
     (["--data-dir", "/tmp"], "--dataset digits needs no files: drop --data-dir"),
     (["--resume"], "--resume: no checkpoint in"),
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--momentum", "nan"], "--momentum must be a finite number, got nan"),
+    (["--milestones", "1", "inf"], "--milestones must be a finite number, got inf"),
+    (["--seed", "-1"], "--seed must be an integer in [0, 2**32), got -1"),
+    (["--workers", "100000"], "--workers 100000: at most 64"),
+    (["--out", ""], "--out is empty"),
 ])
 def test_bad_settings_name_the_flag_and_exit_2(tmp_path, capsys, argv, message):
     assert cli.main(["train", "--no-progress", "--out", str(tmp_path), *argv]) == 2

@@ -10,11 +10,22 @@ Modules, one idea each: ``config`` (settings and flags), ``data`` (datasets),
 ``partition`` (which samples each rank sees), ``batches`` (reproducible batches),
 ``models``, ``schedule`` (learning rates), ``algorithm`` (building the optimizer),
 ``evaluation`` (test accuracy, averaged model, consensus distance), ``metrics``
-(records, TensorBoard), ``plots``, ``checkpoint``, ``preemption`` (SIGTERM),
-``device`` (one GPU per rank), ``loop`` (the training loop), ``compare`` (tables of runs).
+(records, TensorBoard), ``plots``, ``checkpoint``, ``preemption`` (stop requests, agreed
+at step boundaries), ``device`` (one GPU per rank), ``loop`` (the training loop),
+``asynchronous`` (its ADPSGD form), ``report`` (summary.json and what rank 0 prints),
+``compare`` (tables of runs).
 """
 
 from .config import ConfigError, TrainConfig
-from .loop import train
 
 __all__ = ["ConfigError", "TrainConfig", "train"]
+
+
+def __getattr__(name):
+    # torch is imported when training is asked for, not for the flags: `mpidec train --help`
+    # and usage errors answer at once, and the stop signals are caught before the import
+    if name == "train":
+        from .loop import train
+
+        return train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

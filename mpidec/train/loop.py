@@ -43,16 +43,19 @@ from .preemption import Preemption, catching
 
 def train(config: TrainConfig) -> dict:
     """Train on every rank of ``MPI.COMM_WORLD``; returns the run's summary (on every rank)."""
-    try:
+    with catching():  # a stop request during start-up is kept for the first step boundary
         config = config.check()
-        if callable(getattr(algorithm.resolve(config.algorithm), "finish", None)):
+        cls = Trainer
+        if callable(getattr(algorithm.resolve(config.algorithm), "finish", None)):  # ADPSGD
             from .asynchronous import AsyncTrainer
 
-            return AsyncTrainer(config).run()
-        return Trainer(config).run()
-    except ConfigError as exc:  # on every rank alike
-        report.mark(config.out_dir, "failed", error=str(exc))
-        raise
+            cls = AsyncTrainer
+        previous = report.mark_running(config.out_dir)
+        try:
+            return cls(config).run()
+        except ConfigError as exc:  # on every rank alike
+            report.mark_failed(config.out_dir, str(exc), previous)
+            raise
 
 
 def _agree(comm, error: str | None) -> None:
@@ -72,7 +75,6 @@ class Trainer:
         self.config = config.check()
         world = mpidec.init()
         self.rank, self.size = world.Get_rank(), world.Get_size()
-        report.mark(config.out_dir, "running")  # replaces the status of an earlier attempt at once
         self.comm = MPICommunicator(allreduce="mpi")  # metrics, evaluation, agreement (no gossip)
         local_rank, local_size = device.local_rank_and_size()
         error, saved = None, None
@@ -94,6 +96,7 @@ class Trainer:
         self.previous_time = 0.0  # seconds trained before a resume
         self.averaged = None     # the averaged model, allocated at the first evaluation
         self.last_eval = self.last_train = None
+        self.checkpoint_seconds = None  # how long the last checkpoint took (this rank)
         if saved is not None:
             self._load(saved)
         else:
@@ -160,7 +163,8 @@ class Trainer:
         started = time.perf_counter()
         self.checkpoints.save(self.step, self._state(), self.comm)
         self.saved_step = self.step
-        report.check_launcher_grace(self, time.perf_counter() - started)
+        self.checkpoint_seconds = time.perf_counter() - started
+        report.check_launcher_grace(self, self.checkpoint_seconds)
 
     def progress_counts(self) -> tuple[int, list[int]]:
         """(samples trained on by all ranks together, steps of each rank), for the summary."""

@@ -6,14 +6,17 @@
   a crash: see the job's log);
 - ``"finished"``: trained to the end, evaluated, checkpointed;
 - ``"preempted"``: stopped by a signal; ``"checkpoint"`` names the folder to resume from
-  (``--resume``), ``"stopped_by"`` the signal;
-- ``"failed"``: a setting that cannot work; ``"error"`` says which flag to change.
+  (``--resume``), ``"stopped_by"`` the signal, ``"checkpoint_seconds"`` how long writing
+  it took (rank 0, waiting for the others included);
+- ``"failed"``: a setting that cannot work; ``"error"`` says which flag to change (a
+  finished run stays "finished" when a later attempt on it is refused).
 
 A batch script decides from it whether to requeue (``"preempted"``), not from an exit code.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -25,13 +28,31 @@ from . import plots
 SUMMARY = "summary.json"
 
 
-def mark(out_dir, status: str, **fields) -> None:
-    """``summary.json`` holding only ``status`` (rank 0; best effort: an unwritable --out is
-    reported by the setup checks)."""
+def mark_running(out_dir) -> dict | None:
+    """Rank 0: ``summary.json`` says "running" from the start of an attempt (so a crash never
+    leaves an earlier attempt's "preempted" behind); returns the summary it replaced."""
     if launch_rank() != 0:
-        return
+        return None
+    path = Path(out_dir) / SUMMARY
     try:
-        write_json(Path(out_dir) / SUMMARY, {"status": status, **fields, "out": str(out_dir)})
+        previous = json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError):
+        previous = None
+    _write_status(out_dir, {"status": "running"})
+    return previous if isinstance(previous, dict) else None
+
+
+def mark_failed(out_dir, error: str, previous: dict | None) -> None:
+    """Rank 0, after a ConfigError: "failed" with the error, except that a finished run stays
+    finished (the attempt changed nothing: its settings were refused before training)."""
+    if launch_rank() == 0:
+        finished = previous if previous and previous.get("status") == "finished" else None
+        _write_status(out_dir, finished or {"status": "failed", "error": error})
+
+
+def _write_status(out_dir, summary: dict) -> None:
+    try:  # best effort: an unwritable --out is reported by the setup checks
+        write_json(Path(out_dir) / SUMMARY, {**summary, "out": str(out_dir)})
     except OSError:
         pass
 
@@ -63,6 +84,7 @@ def summary(t, status: str) -> dict:
     result = {
         "status": status, "stopped_by": stopped_by,
         "checkpoint": str(t.checkpoints.root / f"step-{t.saved_step:08d}") if t.saved_step is not None else None,
+        "checkpoint_seconds": t.checkpoint_seconds,
         "algorithm": type(t.optimizer).__name__, "topology": t.topology.name,
         "world_size": t.size, "dataset": t.data.name, "partition": t.config.partition,
         "model": t.model_name, "epochs": t.config.epochs, "steps": t.step, "samples": trained,
