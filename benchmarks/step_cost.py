@@ -9,7 +9,14 @@ communication), not forward and backward. Baseline, same run: ``torch.optim.SGD`
 neighbours), timed interleaved with each algorithm (ratios within a repetition, see
 benchmarks/timing.py). Every method runs on a ring over the world. Memory: the optimizer's
 tensors (state and scratch) and the communicator's exchange buffers, as multiples of
-the model size. Writes benchmarks/results/step_cost.json and docs/figures/step_cost.png.
+the model size.
+
+Second part, the cost of correctness: a whole iteration (zero_grad, forward and backward
+of torchvision's resnet18 on a small batch, ``step()``) with the default ``overlap=True``
+and ``bucket_bytes`` (PmSGD averages its gradients from hooks during backward; the others
+pipeline their buckets inside ``step()``) against ``overlap=False`` with one bucket, timed
+interleaved, each on its own copy of the model. Writes benchmarks/results/step_cost.json
+and docs/figures/step_cost.png.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ def sgd_plus_raw_exchange(world, params, sgd, recv):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--overlap-reps", type=int, default=7, help="repetitions of the whole-iteration timing")
+    parser.add_argument("--batch", type=int, default=4, help="images per rank in the whole-iteration timing")
     parser.add_argument("--out", default="benchmarks/results/step_cost.json")
     parser.add_argument("--plot", default="docs/figures/step_cost.png")
     args = parser.parse_args()
@@ -91,11 +100,47 @@ def main():
             r = rows[-1]
             print(f"{label:22s} {r['seconds'] * 1e3:8.1f} ms  x{r['ratio']:.2f} of SGD+raw ({r['baseline_seconds'] * 1e3:.1f} ms)"
                   f"  state {r['state_x_model']:.1f}x  buffers {r['buffers_x_model']:.1f}x model", flush=True)
+    overlap_rows = overlap_cost(world, ring, args)
     if world.Get_rank() == 0:
         write_json(args.out, {"ranks": world.Get_size(), "model_bytes": model_bytes, "reps": args.reps,
-                              "rows": rows})
+                              "rows": rows, "overlap": overlap_rows})
         plot(rows, args.plot)
         print(f"wrote {args.out} and {args.plot}")
+
+
+def overlap_cost(world, ring, args) -> list:
+    """Whole iterations with overlap (default buckets) and without (one bucket): the ratio."""
+    rows = []
+    for name, kwargs in CASES:
+        kwargs = {"momentum": 0.9, **kwargs}
+        runs = {}
+        for overlap in (True, False):
+            torch.manual_seed(0)
+            model = torchvision.models.resnet18(num_classes=10)
+            extra = {} if overlap else {"bucket_bytes": float("inf")}
+            opt = optim.by_name(name)(model.parameters(), lr=0.01, topology=ring, comm=MPICommunicator(ring),
+                                      overlap=overlap, **extra, **kwargs)
+            g = torch.Generator().manual_seed(world.Get_rank())
+            x, y = torch.randn(args.batch, 3, 32, 32, generator=g), torch.randint(0, 10, (args.batch,), generator=g)
+            runs["overlap" if overlap else "plain"] = _iteration(model, opt, x, y)
+        times = timed_together(world, runs, args.overlap_reps, baseline="plain")
+        label = name + "".join(f" {k}={v}" for k, v in kwargs.items() if k != "momentum")
+        rows.append({"algorithm": label, "overlap_seconds": times["overlap"][0], "plain_seconds": times["plain"][0],
+                     "overlap_ratio": times["overlap"][1]})
+        if world.Get_rank() == 0:
+            r = rows[-1]
+            print(f"{label:22s} iteration {r['overlap_seconds'] * 1e3:8.1f} ms with overlap, "
+                  f"{r['plain_seconds'] * 1e3:8.1f} ms without: x{r['overlap_ratio']:.2f}", flush=True)
+    return rows
+
+
+def _iteration(model, opt, x, y):
+    def run():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return run
 
 
 def plot(rows, path):

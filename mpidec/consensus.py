@@ -68,16 +68,16 @@ class ConsensusControl:
         self.max_rounds = max_rounds
         self._grad_ema = None
 
-    def target(self, optimizer) -> float:
-        """This step's target (collective when it follows the gradient norm)."""
+    def target(self, step: int, lr: float, grad_rms) -> float:
+        """This step's target. ``grad_rms()``: ``sqrt((1/n) sum_i ||g_i||^2)`` over the workers
+        (collective; called only when the target follows the gradient norm)."""
         if callable(self.reference):
-            return self.factor * self.reference(optimizer.steps)
+            return self.factor * self.reference(step)
         if self.reference is not None:
             return self.factor * self.reference
-        local = sum(float(torch.sum(p.grad.double() ** 2)) for p in optimizer.params if p.grad is not None)
-        norm = math.sqrt(max(optimizer.comm.allreduce_scalar(local, "mean"), 0.0))
+        norm = grad_rms()
         self._grad_ema = norm if self._grad_ema is None else self.decay * self._grad_ema + (1 - self.decay) * norm
-        return self.factor * optimizer.param_groups[0]["lr"] * self._grad_ema
+        return self.factor * lr * self._grad_ema
 
     def state_dict(self) -> dict:
         return {"grad_ema": self._grad_ema}

@@ -110,5 +110,5 @@ def test_control_only_in_chosen_phases_and_gradient_target():
 
 def test_control_is_refused_for_allreduce_algorithms():
     comm = Simulator(2, T.ring(2)).comms[0]
-    with pytest.raises(ValueError, match="PmSGD averages by allreduce"):
+    with pytest.raises(ValueError, match="PmSGD does not gossip"):
         PmSGD([torch.zeros(2, requires_grad=True)], lr=0.1, comm=comm, consensus_control=ConsensusControl(0.5, 1.0))

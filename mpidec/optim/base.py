@@ -31,6 +31,8 @@ bucket layout).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.optim import Optimizer
 
@@ -68,6 +70,7 @@ class DecentralizedOptimizer(Optimizer):
     """
 
     gossips = True
+    push_sum = False                  # True: takes column-stochastic topologies (SGP); else doubly stochastic only
     default_topology = "exponential"  # a builder in mpidec.topology, over the world
     options: dict = {}                # the algorithm's own options and their defaults (they fix
                                       # what is communicated: checked to agree on every rank)
@@ -102,6 +105,11 @@ class DecentralizedOptimizer(Optimizer):
             topology = build(self.default_topology, comm.size)
         self.topology = topology
         self.topology.check_size(comm.size)
+        if getattr(topology, "stochastic", "doubly") == "column" and not self.push_sum:
+            from ..topology import TopologyError
+
+            raise TopologyError(f"{name} needs a doubly stochastic topology and {topology.name!r} is only "
+                                "column-stochastic (push-sum): use SGP on it, or a gossip topology")
         self.steps = 0
         self.overlap = overlap
         self.measure_consensus = measure_consensus or consensus_control is not None
@@ -241,11 +249,16 @@ class DecentralizedOptimizer(Optimizer):
         control = self.consensus_control
         if control is None or not control.active(self.steps):
             return
-        target = control.target(self)
+        target = control.target(self.steps, self.param_groups[0]["lr"], self._grad_rms)
         tensors = [t for bucket in self._buckets for t in bucket.tensors]
         while self.last_gossip_rounds < control.max_rounds and estimate_from_residual(residual, self.comm) > target:
             residual = self.comm.neighbor_average(tensors, self.steps, self.topology, measure=True)
             self.last_gossip_rounds += 1
+
+    def _grad_rms(self) -> float:
+        """``sqrt((1/n) sum_i ||g_i||^2)`` over the workers' gradients (collective)."""
+        local = sum(float(torch.sum(p.grad.double() ** 2)) for p in self.params if p.grad is not None)
+        return math.sqrt(max(self.comm.allreduce_scalar(local, "mean"), 0.0))
 
     def consensus_estimate(self) -> float | None:
         """``sqrt((1/n) sum_i ||x_i - sum_j W_ij x_j||^2)`` of the last step's gossip input.
