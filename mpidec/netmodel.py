@@ -129,11 +129,16 @@ def _pairs(n: int, partner: np.ndarray):
 
 def allreduce_time(net: Network, nbytes: float, algorithm: str = "auto") -> float:
     """An in-place sum of ``nbytes`` over all ranks: 'ring', 'recursive_doubling',
-    'rabenseifner' (powers of two) or 'auto' (the cheapest)."""
+    'rabenseifner' (powers of two), 'binomial' (reduce up a binomial tree, broadcast down:
+    Open MPI 4.1's non-blocking ``MPI_Iallreduce`` in place, mpidec's MPI fallback when
+    Horovod is absent) or 'auto' (the cheapest of the first three, as a tuned library picks)."""
     n = net.n
     if n == 1:
         return 0.0
     ranks, steps = np.arange(n), math.ceil(math.log2(n))
+    if algorithm == "binomial":
+        tree = [(ranks[ranks % (2 << k) == 1 << k], ranks[ranks % (2 << k) == 1 << k] - (1 << k)) for k in range(steps)]
+        return 2 * sum(round_time(net, src, dst, nbytes) for src, dst in tree)
     costs = {"ring": 2 * (n - 1) * round_time(net, ranks, (ranks + 1) % n, nbytes / n),
              "recursive_doubling": sum(round_time(net, *_pairs(n, ranks ^ (1 << k)), nbytes) for k in range(steps))}
     if n & (n - 1) == 0:  # reduce-scatter by halving, allgather by doubling
@@ -199,11 +204,12 @@ class StepCost:
 
 
 def step_cost(net: Network, algorithm: str, nbytes: float, compute, topology=None, period: int = 4,
-              steps: int | None = None, seed: int = 0) -> StepCost:
+              steps: int | None = None, seed: int = 0, allreduce: str = "auto") -> StepCost:
     """Mean seconds per step of ``algorithm`` (a name in :data:`EXCHANGES`) with a model of
     ``nbytes`` (float32) and ``compute`` seconds per step (a number, or one per rank: a
     straggler). ``topology``: a name or object (gossip and AD-PSGD; default: ring for
-    AD-PSGD, exponential otherwise); ``period``: LocalSGD's."""
+    AD-PSGD, exponential otherwise); ``period``: LocalSGD's; ``allreduce``: the algorithm
+    of :func:`allreduce_time`."""
     if algorithm not in EXCHANGES:
         raise ValueError(f"unknown algorithm {algorithm!r}; the model knows {', '.join(EXCHANGES)}")
     c = np.broadcast_to(np.asarray(compute, dtype=float), (net.n,)).copy()
@@ -217,7 +223,7 @@ def step_cost(net: Network, algorithm: str, nbytes: float, compute, topology=Non
     if kind == "vote":
         return _synchronous(c, vote_time(net, int(nbytes // 4)), every=1)
     every = period if algorithm == "LocalSGD" else 1
-    return _synchronous(c, allreduce_time(net, models * nbytes), every=every)
+    return _synchronous(c, allreduce_time(net, models * nbytes, allreduce), every=every)
 
 
 def _synchronous(c: np.ndarray, collective: float, every: int) -> StepCost:

@@ -154,3 +154,8 @@ def test_plan_names_the_flag_to_change(capsys, flags, message):
         code = exc.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_binomial_allreduce_is_a_reduce_and_a_broadcast_of_the_whole_buffer():
+    # 4 hosts: rounds 1 -> 0 and 3 -> 2, then 2 -> 0; the broadcast mirrors them
+    assert M.allreduce_time(net(4), S, "binomial") == pytest.approx(4 * (O + ALPHA + S / B))
