@@ -8,7 +8,8 @@ Every job runs ``jobs/slurm-cpu.sbatch`` with the same training flags, submitted
                before a time limit): checkpoint, requeue, resume
     startup    SIGTERM to the ranks while they start (their handler is in place, training
                has not begun): requeued, starts again
-    twin-a/b   submitted together and running at the same time, each in its own folder
+    twin-a/b   one job name, submitted together, running at the same time: each in its own
+               folder (the job id's)
     mpirun     the mpirun fallback (MPIDEC_LAUNCHER=mpirun), SIGTERM to the batch shell in
                mid-training: the shell passes it to mpirun, mpirun to the ranks
     bad-flag   a flag mpidec rejects: FAILED (srun reports its ranks' 143 or the 2), not requeued
@@ -43,10 +44,11 @@ def log(message: str) -> None:
 class Job:
     """One submission: what to do to it while it runs, and what it must end as."""
 
-    def __init__(self, name, *, restarts=0, state="COMPLETED", exit_code="0:0", says=("mpidec job: finished",),
-                 env=None, flags=()):
+    def __init__(self, name, *, job_name=None, restarts=0, state="COMPLETED", exit_code="0:0",
+                 says=("mpidec job: finished",), env=None, flags=()):
         """``exit_code`` None: any failure; ``says``: what its output must hold."""
-        self.name, self.restarts, self.state, self.exit_code, self.says = name, restarts, state, exit_code, says
+        self.name, self.job_name = name, job_name or name
+        self.restarts, self.state, self.exit_code, self.says = restarts, state, exit_code, says
         self.env, self.flags = dict(env or {}), list(flags)
         self.id = None
         self.info: dict = {}
@@ -56,7 +58,7 @@ class Job:
     def submit(self, repo: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k != "MPIDEC_ROOT"}  # found from the script path
         env.update(self.env)
-        command = ["sbatch", "--parsable", f"--job-name={self.name}", f"--nodes={NODES}",
+        command = ["sbatch", "--parsable", f"--job-name={self.job_name}", f"--nodes={NODES}",
                    f"--ntasks-per-node={RANKS_PER_NODE}", "--time=10", str(repo / "jobs/slurm-cpu.sbatch"),
                    *TRAIN_FLAGS, *self.flags]
         self.id = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.strip()
@@ -64,11 +66,11 @@ class Job:
 
     @property
     def out(self) -> Path:
-        return Path(f"results/slurm/{self.name}-{self.id}")
+        return Path(f"results/slurm/{self.job_name}-{self.id}")
 
     @property
     def output(self) -> str:
-        path = Path(f"{self.name}-{self.id}.out")
+        path = Path(f"{self.job_name}-{self.id}.out")
         return path.read_text(errors="replace") if path.exists() else ""
 
     def refresh(self) -> None:
@@ -234,8 +236,8 @@ def main(repo: Path) -> int:
         Job("normal"),
         SignalMidTraining("preempted", restarts=1, says=RESUMED),
         SignalAtStartup("startup", restarts=1, says=("requeueing job", "mpidec job: finished")),
-        Job("twin-a"),
-        Job("twin-b"),
+        Job("twin-a", job_name="twin"),
+        Job("twin-b", job_name="twin"),
         SignalMidTraining("mpirun", restarts=1, says=RESUMED, env={"MPIDEC_LAUNCHER": "mpirun"}),
         Job("bad-flag", state="FAILED", exit_code=None, says=("mpidec train: error: --algorithm", "not requeued"),
             flags=["--algorithm", "NoSuchAlgorithm"]),
@@ -254,7 +256,7 @@ def main(repo: Path) -> int:
         if problems:
             failed += 1
             log(f"FAIL {job.name} (job {job.id}): " + "; ".join(problems))
-            print(f"---- {job.name}-{job.id}.out\n{job.output}---- end", flush=True)
+            print(f"---- {job.job_name}-{job.id}.out\n{job.output}---- end", flush=True)
         else:
             log(f"ok   {job.name} (job {job.id})")
     log(f"{len(jobs) - failed} of {len(jobs)} jobs as expected in {time.monotonic() - started:.0f} s")
