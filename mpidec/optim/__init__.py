@@ -2,6 +2,7 @@
 
 from .adpsgd import ADPSGD
 from .base import DecentralizedOptimizer
+from .choco import CHOCO
 from .d2 import D2
 from .decentlam import DecentLaM
 from .dmsgd import DSGD, DmSGD
@@ -10,8 +11,10 @@ from .localsgd import LocalSGD
 from .pmsgd import PmSGD
 from .qgdmsgd import QGDmSGD
 from .signum import SignumMV
+from .tracking import GT
 
-ALGORITHMS = {cls.__name__: cls for cls in (DSGD, DmSGD, DecentLaM, QGDmSGD, D2, LocalSGD, PmSGD, ADPSGD, SignumMV)}
+ALGORITHMS = {cls.__name__: cls for cls in (DSGD, DmSGD, DecentLaM, QGDmSGD, D2, LocalSGD, PmSGD, ADPSGD, SignumMV,
+                                                  GT, CHOCO)}
 
 
 def by_name(name: str):

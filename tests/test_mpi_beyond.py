@@ -1,0 +1,33 @@
+"""Issue 19's algorithms on real MPI ranks: each equals its dense recursion and the simulator."""
+
+import numpy as np
+import pytest
+
+from mpidec import topology as T
+from mpidec.comm import Simulator
+from beyond_oracles import LeastSquares, gt_trajectory
+
+pytestmark = pytest.mark.mpi(min_size=2)
+LR, STEPS = 0.05, 60
+
+
+@pytest.fixture(scope="module")
+def comm():
+    from mpidec.comm import MPICommunicator
+
+    return MPICommunicator()
+
+
+def check(comm, problem, algorithm, topo, want, **kwargs):
+    """This rank's trajectory equals row ``comm.rank`` of ``want`` and the simulator's."""
+    mine, _ = problem.worker(comm, algorithm, STEPS, topology=topo, **kwargs)
+    np.testing.assert_allclose(mine, want[comm.rank], rtol=1e-10, atol=1e-10)
+    simulated = Simulator(comm.size, topo).run(problem.worker, algorithm, STEPS, topology=topo, **kwargs)
+    np.testing.assert_allclose(mine, simulated[comm.rank][0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("topology", ["ring", "random_matching"])
+def test_mpi_gradient_tracking(comm, topology):
+    topo, problem = T.build(topology, comm.size), LeastSquares(comm.size, seed=21)
+    want = gt_trajectory(problem, topo, STEPS, LR, 0.8, True)
+    check(comm, problem, "GT", topo, want, lr=LR, momentum=0.8, nesterov=True)
