@@ -13,9 +13,9 @@ After ``init`` no rank can leave the others waiting forever:
   ends at once instead of the other ranks waiting forever in a collective;
 - a rank whose program ends early (the end of the script, ``sys.exit()``, a return from
   ``main``) tells every other rank, and waits at exit until they all end too. A rank
-  that is told while its main thread has been stuck in one call (a collective, a wait:
-  the same Python line) for ``MPIDEC_EXIT_GRACE`` seconds (10) ends the job, naming the
-  rank that left and why. A rank that goes on computing after a peer left is not stopped.
+  whose main thread has been stuck in one call (a collective, a wait: the same Python
+  line) for ``MPIDEC_EXIT_GRACE`` seconds (10) while a peer has left ends the job, naming
+  the rank that left and why. A rank that goes on computing after a peer left is not stopped.
 """
 
 from __future__ import annotations
@@ -117,8 +117,9 @@ class _ExitWatch:
 
     Every rank posts one receive per peer at start. At exit (``atexit``, before mpi4py
     finalises MPI) a rank sends its notice to every peer and waits for all of theirs. A
-    daemon thread tests the receives every 0.2 s and applies the rule of the module
-    docstring while this rank's own program still runs.
+    daemon thread looks at the main thread every 0.2 s (no MPI); when it has been in one
+    call for ``EXIT_GRACE`` seconds, the thread tests the receives and, if a peer has left,
+    ends the job.
     """
 
     TAG = 7
@@ -129,32 +130,34 @@ class _ExitWatch:
         self.peers = [k for k in range(self.size) if k != self.rank]
         self.pending = {k: self.comm.irecv(source=k, tag=self.TAG) for k in self.peers}
         self.left: dict[int, str] = {}  # rank -> reason, from the notices received
-        self.lock = threading.Lock()     # the thread and the exit hook both test the receives
         self.exiting = False
         self.thread = threading.Thread(target=self._watch, name="mpidec-exit-watch", daemon=True)
         self.thread.start()
         atexit.register(self.leave)
 
     def _receive(self) -> None:
-        with self.lock:
-            for k, request in list(self.pending.items()):
-                done, notice = request.test()
-                if done:
-                    self.left[k] = notice
-                    del self.pending[k]
+        for k, request in list(self.pending.items()):
+            done, notice = request.test()
+            if done:
+                self.left[k] = notice
+                del self.pending[k]
 
     def _watch(self) -> None:
         main = threading.main_thread().ident
-        stuck_at, since = None, None  # the main thread's (frame, instruction), and since when
+        stuck_at, since = None, time.monotonic()  # the main thread's (frame, instruction), and since when
         while not self.exiting and self.pending:
             time.sleep(0.2)
-            self._receive()
             frame = sys._current_frames().get(main)
             position = (id(frame), frame.f_lasti if frame else None)
-            if position != stuck_at or not self.left:
+            if position != stuck_at:
                 stuck_at, since = position, time.monotonic()
-            elif time.monotonic() - since > EXIT_GRACE and not self.exiting:
-                self._abandoned(frame)
+            elif time.monotonic() - since > EXIT_GRACE:
+                # Only now MPI from this thread: calls beside the main thread's one-sided ones
+                # crash Open MPI 4.1, and a main thread stuck this long is in a blocking call.
+                self._receive()
+                if self.left and not self.exiting:
+                    self._abandoned(frame)
+                since = time.monotonic()
 
     def _abandoned(self, frame) -> None:
         k, reason = next(iter(self.left.items()))

@@ -49,7 +49,9 @@ def test_every_algorithm_learns_the_digits(world, shared_dir, name):
     assert len(losses) == 11
     assert losses[-1] < 0.7 * losses[0], losses
     assert summary["test_accuracy"] > 0.5
-    assert [r["epoch"] for r in records if r["event"] == "eval"] == [0.0, 1.0, 2.0, 3.0]
+    asynchronous = hasattr(optim.by_name(name), "finish")  # evaluates at the start and the end only
+    assert [r["epoch"] for r in records if r["event"] == "eval"] == ([0.0, 3.0] if asynchronous else
+                                                                     [0.0, 1.0, 2.0, 3.0])
 
 
 def _signalled_at(cls, step: int, rank: int):
