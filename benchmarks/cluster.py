@@ -1,0 +1,206 @@
+"""Time per step and time to accuracy of every algorithm on the emulated cluster, the links'
+calibration, and the network model's validation against them (docs/cluster.md).
+
+    python benchmarks/cluster.py measure      # as root: jobs/cluster.sh grid, writes results/cluster.json
+    python benchmarks/cluster.py report       # fit, validate, project; tables and plots (no MPI)
+
+``measure`` brings up each setting of :data:`GRID` (hosts x ranks per host, link rate, a
+slowed host), probes the links (ping-pong between hosts and within one, the time of one
+AD-PSGD average), then trains the digits classifier with every algorithm of :data:`RUNS`
+(``mpidec train``, the same settings for all but the learning rate of SignumMV) and keeps
+each run's mean step time (n x batch / samples per second: the synchronous step that
+processes as many samples, also for AD-PSGD) and the steps it took to reach
+:data:`TARGET` test accuracy with the averaged model. ``report`` fits latency and
+bandwidth per rate on the probes, predicts every measured step time with
+:mod:`mpidec.netmodel` from the run's own compute time, and projects to large clusters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mpidec.atomic import write_json  # noqa: E402
+
+RESULTS = ROOT / "benchmarks/results/cluster.json"
+TARGET = 0.9          # test accuracy of the averaged model
+BATCH = 32
+# (name, hosts, ranks per host, link rate, slowed host and factor or None, runs)
+NO_OVERLAP = ("overlap=False",)  # compute_time is then pure compute: the model's input
+RUNS = [("PmSGD", None, NO_OVERLAP), ("DSGD", "ring", NO_OVERLAP), ("DmSGD", "ring", NO_OVERLAP),
+        ("DecentLaM", "ring", NO_OVERLAP), ("DmSGD", "one_peer_exponential", NO_OVERLAP),
+        ("LocalSGD", None, ("period=4", *NO_OVERLAP)), ("SignumMV", None, NO_OVERLAP), ("ADPSGD", "ring", ())]
+FEW_RUNS = [RUNS[0], RUNS[1], RUNS[4], RUNS[7]]
+SLOW_RUNS = [RUNS[0], RUNS[1], RUNS[7]]
+# (name, hosts, ranks per host, link rate, slowed host and factor or None, runs), in the order run
+GRID = [
+    ("4x1-200mbit", 4, 1, "200mbit", None, RUNS),
+    ("4x1-200mbit-slow8", 4, 1, "200mbit", (4, 8), SLOW_RUNS),
+    ("2x2-50mbit", 2, 2, "50mbit", None, FEW_RUNS),
+    ("4x1-25mbit", 4, 1, "25mbit", None, RUNS),
+]
+MODEL, EPOCHS = "resnet20", 5   # 0.27 M parameters (1.08 MB), 11 steps per epoch on 4 workers
+LR = {"SignumMV": 0.006}  # per 256 samples; sign steps need a small rate (the others: 0.4)
+PROBE_SIZES = (1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22)
+
+
+# ---------------------------------------------------------------- on the cluster (under MPI)
+
+def probe(out: str) -> None:
+    """Ping-pong rank 0 <-> the last rank (other host) and rank 0 <-> 1 (same host when
+    ranks per host >= 2); the time of an AD-PSGD average of 8 bytes with the last rank."""
+    import numpy as np
+    import torch
+    from mpi4py import MPI
+
+    import mpidec
+    from mpidec.comm import MPICommunicator
+
+    world = mpidec.init()
+    rank, n = world.Get_rank(), world.Get_size()
+    hosts = world.allgather(MPI.Get_processor_name())
+    result = {"hosts": hosts}
+    pairs = {"remote": n - 1}
+    if hosts[0] == hosts[1]:
+        pairs["local"] = 1
+    for kind, peer in pairs.items():
+        times = {}
+        for size in PROBE_SIZES:
+            buf = np.zeros(size, dtype=np.uint8)
+            samples = []
+            for rep in range(6):
+                world.Barrier()
+                start = time.perf_counter()
+                if rank == 0:
+                    world.Send(buf, dest=peer)
+                    world.Recv(buf, source=peer)
+                elif rank == peer:
+                    world.Recv(buf, source=0)
+                    world.Send(buf, dest=0)
+                samples.append((time.perf_counter() - start) / 2)
+            times[size] = statistics.median(samples[1:])
+        result[kind] = world.bcast(times, root=0)
+    comm = MPICommunicator()
+    window = comm.model_window([torch.zeros(1, dtype=torch.float64)])
+    world.Barrier()
+    samples = []
+    if rank == 0:
+        for _ in range(30):
+            start = time.perf_counter()
+            window.average_with(n - 1)
+            samples.append(time.perf_counter() - start)
+    world.Barrier()
+    window.free()
+    result["average_8_bytes"] = world.bcast(statistics.median(samples[5:]) if samples else None, root=0)
+    if rank == 0:
+        write_json(out, result)
+
+
+# ---------------------------------------------------------------- the grid (as root, outside MPI)
+
+def cluster(*args, check=True, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / "jobs/cluster.sh"), *args], cwd=ROOT, text=True, capture_output=True,
+                          check=check, env={**os.environ, **(env or {})})
+
+
+def train(setting, model, algorithm, topology, options, epochs, out: Path) -> dict:
+    """One ``mpidec train`` on the running cluster; returns its step time and accuracy curve."""
+    _, hosts, per_host, *_ = setting
+    command = ["python", "-m", "mpidec", "train", "--dataset", "digits", "--model", model, "--algorithm", algorithm,
+               "--batch-size", str(BATCH), "--lr", str(LR.get(algorithm, 0.4)), "--momentum", "0.9",
+               "--warmup-epochs", "0", "--decay", "none", "--epochs", str(epochs), "--log-every", "5",
+               "--checkpoint-every", "0", "--no-progress", "--out", str(out)]
+    command += ["--topology", topology] if topology else []
+    for option in options:
+        command += ["--option", option]
+    started = time.perf_counter()
+    done = cluster("exec", "--hosts", str(hosts), "--ranks-per-host", str(per_host), "--", *command, check=False)
+    if done.returncode != 0:
+        return {"failed": done.returncode, "log": (done.stdout + done.stderr)[-2000:]}
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    train_records = [r for r in records if r["event"] == "train"][1:]  # the first interval: warm-up
+    n = hosts * per_host
+    samples = [r["samples_per_s"] for r in train_records]
+    step = n * BATCH / statistics.median(samples)
+    evals = [(r["step"], r["test_accuracy"]) for r in records if r["event"] == "eval"]
+    reached = next((s for s, acc in evals if acc >= TARGET), None)
+    return {"step_seconds": step, "compute_seconds": statistics.median(r["compute_time"] for r in train_records),
+            "final_accuracy": evals[-1][1], "steps_to_target": reached,
+            "seconds_to_target": reached * step if reached is not None else None,
+            "wall_seconds": time.perf_counter() - started, "evals": evals}
+
+
+def measure(args) -> None:
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.resume else {"settings": {}}
+    results.update(model=MODEL, epochs=EPOCHS, batch=BATCH, target=TARGET, allreduce=_allreduce_backend())
+    for setting in GRID:
+        name, hosts, per_host, rate, slow, runs = setting
+        if args.only and name not in args.only or name in results["settings"]:
+            continue
+        flags = ["--hosts", str(hosts), "--ranks-per-host", str(per_host), "--rate", rate]
+        if slow:
+            flags += ["--host-rate", f"{slow[0]}={_slower(rate, slow[1])}"]
+        cluster("up", *flags)
+        try:
+            work = ROOT / "results/cluster" / name
+            cluster("exec", "--hosts", str(hosts), "--ranks-per-host", str(per_host), "--", "python",
+                    str(Path(__file__).resolve()), "probe", str(work / "probe.json"))
+            entry = {"hosts": hosts, "per_host": per_host, "rate": rate, "slow": slow,
+                     "probe": json.loads((work / "probe.json").read_text()), "runs": []}
+            for algorithm, topology, options in runs:
+                out = work / f"{MODEL}-{algorithm}-{topology or 'none'}"
+                run = train(setting, MODEL, algorithm, topology, options, EPOCHS, out)
+                entry["runs"].append({"model": MODEL, "algorithm": algorithm, "topology": topology,
+                                      "options": list(options), **run})
+                print(f"{name} {algorithm} {topology or ''}: "
+                      + (f"{run['step_seconds'] * 1e3:.1f} ms/step, to {TARGET}: {run['steps_to_target']} steps"
+                         if "failed" not in run else f"FAILED {run['log'][-300:]}"), flush=True)
+                results["settings"][name] = entry
+                write_json(RESULTS, results)
+        finally:
+            cluster("down", check=False)
+
+
+def _allreduce_backend() -> str:
+    """What PmSGD and LocalSGD will allreduce with: Horovod when it imports, else MPI."""
+    found = subprocess.run([sys.executable, "-c", "import horovod.torch"], capture_output=True).returncode == 0
+    return "horovod" if found else "mpi"
+
+
+def _slower(rate: str, factor: float) -> str:
+    value, unit = float(rate.rstrip("abcdefghijklmnopqrstuvwxyz")), rate.lstrip("0123456789.")
+    return f"{value / factor:g}{unit}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("probe")
+    p.add_argument("out")
+    m = sub.add_parser("measure")
+    m.add_argument("--only", nargs="+", help="settings of GRID to run")
+    m.add_argument("--resume", action="store_true", help="keep the settings already in the results file")
+    r = sub.add_parser("report")
+    r.add_argument("--plots", default=str(ROOT / "docs/figures"))
+    args = parser.parse_args()
+    if args.command == "probe":
+        probe(args.out)
+    elif args.command == "measure":
+        measure(args)
+    else:
+        from cluster_report import report  # noqa: E402  (benchmarks/: fit, validation, projections)
+
+        report(RESULTS, Path(args.plots))
+
+
+if __name__ == "__main__":
+    main()
