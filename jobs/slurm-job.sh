@@ -3,8 +3,9 @@
 #
 #   mpidec_run OUT LAUNCHER... python -m mpidec train FLAGS...
 #       adds --out OUT (and --resume when OUT holds a checkpoint), runs it, then reads
-#       OUT/summary.json: "finished" -> exit status 0; "preempted" -> scontrol requeue (the same
-#       job id starts again later and resumes); anything else -> the launcher's failure status.
+#       OUT/summary.json (mpidec/train/report.py): "finished" -> exit status 0; "preempted" ->
+#       scontrol requeue (the same job id starts again later and resumes); "failed", "running"
+#       (the processes died) or none -> the launcher's failure status, not requeued.
 #
 # A SIGTERM that reaches the batch shell is passed on to the ranks: with srun by
 # `scancel --signal=TERM JOB` (srun itself answers SIGTERM with SIGKILL to the ranks), with
@@ -35,8 +36,10 @@ mpidec_pass_on() {
 
 trap mpidec_on_term TERM
 
-# mpidec_status FILE: the "status" field of a summary.json; empty when it is missing or unreadable
+# mpidec_status FILE OLD: the "status" field of the summary.json FILE; empty when it is missing,
+# unreadable, or unchanged from OLD, its copy from before this start (an earlier start's status)
 mpidec_status() {
+    if [[ -s $2 ]] && cmp -s "$1" "$2"; then return 0; fi
     python -c 'import json, sys
 try:
     print(json.load(open(sys.argv[1])).get("status", ""))
@@ -74,7 +77,7 @@ mpidec_launch() {
 }
 
 mpidec_run() {
-    local out=$1 resume=""
+    local out=$1 resume="" old status
     shift
     if ((mpidec_signalled)); then   # told to stop before anything started: nothing to save
         mpidec_requeue "$out"
@@ -82,12 +85,13 @@ mpidec_run() {
     fi
     [[ -f $out/checkpoints/latest ]] && resume=--resume
     mkdir -p "$out"
-    rm -f "$out/summary.json"       # the status read below must be this start's
+    old=$(mktemp "${TMPDIR:-/tmp}/mpidec-summary.XXXXXX")
+    cp "$out/summary.json" "$old" 2>/dev/null || true   # the status read below must be this start's
     echo "mpidec job $SLURM_JOB_ID, start $((${SLURM_RESTART_COUNT:-0} + 1)) on $SLURM_JOB_NODELIST:" \
          "output in $out${resume:+, resuming from its checkpoint}"
     mpidec_launch "$@" --out "$out" $resume
-    local status
-    status=$(mpidec_status "$out/summary.json")
+    status=$(mpidec_status "$out/summary.json" "$old")
+    rm -f "$old"
     case $status in
         finished)
             echo "mpidec job: finished; $out/summary.json"
@@ -95,15 +99,17 @@ mpidec_run() {
         preempted)
             mpidec_requeue "$out"
             return 0 ;;
+        failed) ;;  # a setting that cannot work: the error is above, another start would repeat it
+        *)  # none, or "running": the processes died
+            if ((mpidec_signalled && mpidec_launch_status != 0)); then
+                # told to stop, but some ranks died before they could answer (killed during
+                # interpreter start-up, or SIGKILL after the grace time): again from the last checkpoint
+                echo "mpidec job: stopped by SIGTERM without a status (launcher exit $mpidec_launch_status)"
+                mpidec_requeue "$out"
+                return 0
+            fi ;;
     esac
-    if ((mpidec_signalled && mpidec_launch_status != 0)); then
-        # the ranks were told to stop, but some died before they could answer (killed during
-        # interpreter start-up, or SIGKILL after the grace time): start again from the last checkpoint
-        echo "mpidec job: stopped by SIGTERM without a status (launcher exit $mpidec_launch_status)"
-        mpidec_requeue "$out"
-        return 0
-    fi
-    echo "mpidec job: the run ended without a status (launcher exit $mpidec_launch_status): see the" \
-         "messages above; not requeued" >&2
+    echo "mpidec job: the run ended ${status:+with status \"$status\" }(launcher exit" \
+         "$mpidec_launch_status): see the messages above; not requeued" >&2
     return $((mpidec_launch_status ? mpidec_launch_status : 1))
 }

@@ -12,7 +12,8 @@ Every job runs ``jobs/slurm-cpu.sbatch`` with the same training flags, submitted
                folder (the job id's)
     mpirun     the mpirun fallback (MPIDEC_LAUNCHER=mpirun), SIGTERM to the batch shell in
                mid-training: the shell passes it to mpirun, mpirun to the ranks
-    bad-flag   a flag mpidec rejects: FAILED (srun reports its ranks' 143 or the 2), not requeued
+    bad-flag   a flag mpidec rejects, MPIDEC_OUT a folder whose summary.json says "preempted"
+               (an earlier run's): FAILED (srun reports the 2 or its ranks' 143), not requeued
 
 Each job must end COMPLETED with the expected number of restarts and a final checkpoint
 bit-identical to ``normal``'s (every rank's model and optimizer state), except bad-flag.
@@ -34,6 +35,7 @@ TRAIN_FLAGS = ["--epochs", "8", "--log-every", "5", "--checkpoint-every", "30"]
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 TIME_LIMIT_S = 900  # the whole stage
 SIGTERM_BIT = 1 << (15 - 1)  # in /proc/PID/status SigCgt
+STALE_SUMMARY = '{"status": "preempted"}\n'
 RESUMED = ("requeueing job", "resuming from its checkpoint", "mpidec job: finished")
 
 
@@ -66,7 +68,7 @@ class Job:
 
     @property
     def out(self) -> Path:
-        return Path(f"results/slurm/{self.job_name}-{self.id}")
+        return Path(self.env.get("MPIDEC_OUT", f"results/slurm/{self.job_name}-{self.id}"))
 
     @property
     def output(self) -> str:
@@ -240,8 +242,11 @@ def main(repo: Path) -> int:
         Job("twin-b", job_name="twin"),
         SignalMidTraining("mpirun", restarts=1, says=RESUMED, env={"MPIDEC_LAUNCHER": "mpirun"}),
         Job("bad-flag", state="FAILED", exit_code=None, says=("mpidec train: error: --algorithm", "not requeued"),
-            flags=["--algorithm", "NoSuchAlgorithm"]),
+            env={"MPIDEC_OUT": "stale"}, flags=["--algorithm", "NoSuchAlgorithm"]),
     ]
+    stale = Path("stale/summary.json")
+    stale.parent.mkdir()
+    stale.write_text(STALE_SUMMARY)
     for job in jobs:
         job.submit(repo)
     together = run_all(jobs)
