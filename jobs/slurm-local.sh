@@ -132,6 +132,7 @@ start() {
     if pid_alive "$DIR/slurmctld.pid" && nodes_idle; then
         say "already running ($DIR)"
     else
+        [[ $(id -u) == 0 ]] || skip "starting slurmctld and slurmd (as SlurmUser root) needs root"
         stop_daemons
         mkdir -p "$DIR/ctld"
         for n in "${NODES[@]}"; do mkdir -p "$DIR/spool-$n" "$DIR/tmp-$n"; done
