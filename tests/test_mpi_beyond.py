@@ -5,7 +5,7 @@ import pytest
 
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from beyond_oracles import LeastSquares, gt_trajectory
+from beyond_oracles import LeastSquares, diloco_trajectory, gt_trajectory
 
 pytestmark = pytest.mark.mpi(min_size=2)
 LR, STEPS = 0.05, 60
@@ -31,3 +31,12 @@ def test_mpi_gradient_tracking(comm, topology):
     topo, problem = T.build(topology, comm.size), LeastSquares(comm.size, seed=21)
     want = gt_trajectory(problem, topo, STEPS, LR, 0.8, True)
     check(comm, problem, "GT", topo, want, lr=LR, momentum=0.8, nesterov=True)
+
+
+@pytest.mark.parametrize("kwargs", [{"inner": "AdamW", "weight_decay": 0.01, "period": 4},
+                                    {"momentum": 0.8, "period": 3, "averaging": "gossip"}], ids=str)
+def test_mpi_diloco(comm, kwargs):
+    topo, problem = T.ring(comm.size), LeastSquares(comm.size, seed=22)
+    problem.x0[:] = problem.x0[0]
+    want = diloco_trajectory(problem, topo, STEPS, LR, **kwargs)
+    check(comm, problem, "DiLoCo", topo, want, lr=LR, **kwargs)

@@ -5,6 +5,7 @@ from .base import DecentralizedOptimizer
 from .choco import CHOCO
 from .d2 import D2
 from .decentlam import DecentLaM
+from .diloco import DiLoCo
 from .dmsgd import DSGD, DmSGD
 from .katyusha import SVRG, KatyushaX  # not in ALGORITHMS: their step needs closures
 from .localsgd import LocalSGD
@@ -14,7 +15,7 @@ from .signum import SignumMV
 from .tracking import GT
 
 ALGORITHMS = {cls.__name__: cls for cls in (DSGD, DmSGD, DecentLaM, QGDmSGD, D2, LocalSGD, PmSGD, ADPSGD, SignumMV,
-                                                  GT, CHOCO)}
+                                                  GT, CHOCO, DiLoCo)}
 
 
 def by_name(name: str):
