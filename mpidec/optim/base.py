@@ -20,7 +20,7 @@ The contract (one keyword-only signature)::
 
     Algorithm(params, lr, *, momentum=0, weight_decay=0, nesterov=False, topology=None,
               comm=None, measure_consensus=True, consensus_control=None, overlap=True,
-              bucket_bytes=25 MiB, **options)
+              bucket_bytes=25 MiB, wire_dtype=None, **options)
 
 where ``options`` are the algorithm's own, declared once in its class attribute
 ``options`` (name -> default). Every hyperparameter lives in the parameter groups and is
@@ -60,6 +60,11 @@ class DecentralizedOptimizer(Optimizer):
     the other algorithms' communication depends on the final gradients and starts in
     ``step()``, pipelined over buckets of about ``bucket_bytes``.
 
+    ``wire_dtype`` (gossip algorithms only; ``torch.bfloat16``, ``torch.float16`` or their
+    names): the gossiped tensors travel rounded to it, half the bytes of float32; the
+    combine runs in the parameters' dtype, with the own tensor exact and the neighbours'
+    widened (:meth:`mpidec.comm.Communicator.neighbor_average_async`).
+
     Mixed precision: ``torch.amp.GradScaler`` drives ``step()`` directly
     (``_step_supports_amp_scaling``): the optimizer unscales the gradients itself when the
     scaler has not, and a step is skipped on *every* rank, with no change to the model or
@@ -74,13 +79,14 @@ class DecentralizedOptimizer(Optimizer):
     default_topology = "exponential"  # a builder in mpidec.topology, over the world
     options: dict = {}                # the algorithm's own options and their defaults (they fix
                                       # what is communicated: checked to agree on every rank)
+    divides_by_lr = False             # the rule divides by lr: lr must be > 0
     # the keyword arguments of the base that tune how (not what) it communicates
-    tuning = ("overlap", "bucket_bytes", "measure_consensus")
+    tuning = ("overlap", "bucket_bytes", "measure_consensus", "wire_dtype")
     _step_supports_amp_scaling = True  # torch.amp.GradScaler: see the class docstring
 
     def __init__(self, params, lr, *, momentum=0.0, weight_decay=0.0, nesterov=False, topology=None,
                  comm=None, measure_consensus=True, consensus_control=None, overlap=True,
-                 bucket_bytes=25 * 2**20, **options):
+                 bucket_bytes=25 * 2**20, wire_dtype=None, **options):
         name = type(self).__name__
         unknown = sorted(set(options) - set(self.options))
         if unknown:
@@ -89,6 +95,10 @@ class DecentralizedOptimizer(Optimizer):
         if consensus_control is not None and not self.gossips:
             raise ValueError(f"{name} does not gossip: consensus control applies "
                              "to the gossip algorithms (DSGD, DmSGD, DecentLaM, QGDmSGD, D2)")
+        if wire_dtype is not None and not self.gossips:
+            raise ValueError(f"{name} does not gossip: wire_dtype applies to the gossip algorithms "
+                             "(DSGD, DmSGD, DecentLaM, QGDmSGD, D2)")
+        self.wire_dtype = as_wire_dtype(wire_dtype)
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
                         **{**self.options, **options})
         self._building = True
@@ -136,6 +146,8 @@ class DecentralizedOptimizer(Optimizer):
         """Raise ``ValueError`` naming the argument when a group's settings are invalid."""
         if not group["lr"] >= 0.0:
             raise ValueError(f"invalid lr {group['lr']}: must be >= 0")
+        if self.divides_by_lr and not group["lr"] > 0:
+            raise ValueError(f"invalid lr {group['lr']}: {type(self).__name__} divides by lr, it must be > 0")
         if not 0.0 <= group["momentum"] < 1.0:
             raise ValueError(f"invalid momentum {group['momentum']}: must be in [0, 1)")
         if not group["weight_decay"] >= 0.0:
@@ -152,6 +164,7 @@ class DecentralizedOptimizer(Optimizer):
             "where momentum is used (it decides what is exchanged)": [g["momentum"] > 0 for g in self.param_groups],
             "the topology (name, workers)": (self.topology.name, self.topology.n),
             "the buckets (parameters per bucket: bucket_bytes)": [len(b.pairs) for b in self._buckets],
+            "the wire dtype": str(self.wire_dtype),
         }
         everyone = self.comm.allgather_object(mine)
         for rank, theirs in enumerate(everyone):
@@ -217,7 +230,7 @@ class DecentralizedOptimizer(Optimizer):
         """Gossip (with the consensus measure) or allreduce of ``bucket.tensors``; returns a handle."""
         if self.gossips:
             return self.comm.neighbor_average_async(bucket.tensors, self.steps, self.topology,
-                                                    measure=self.measure_consensus)
+                                                    measure=self.measure_consensus, wire_dtype=self.wire_dtype)
         return self.comm.allreduce_async(bucket.tensors)
 
     # -------------------------------------------------------------- mixed precision
@@ -252,7 +265,8 @@ class DecentralizedOptimizer(Optimizer):
         target = control.target(self.steps, self.param_groups[0]["lr"], self._grad_rms)
         tensors = [t for bucket in self._buckets for t in bucket.tensors]
         while self.last_gossip_rounds < control.max_rounds and estimate_from_residual(residual, self.comm) > target:
-            residual = self.comm.neighbor_average(tensors, self.steps, self.topology, measure=True)
+            residual = self.comm.neighbor_average(tensors, self.steps, self.topology, measure=True,
+                                                  wire_dtype=self.wire_dtype)
             self.last_gossip_rounds += 1
 
     def _grad_rms(self) -> float:
@@ -324,6 +338,18 @@ class DecentralizedOptimizer(Optimizer):
         for kept, loaded in zip(groups, self.param_groups):
             kept.update(loaded)
         self.param_groups = groups
+
+
+WIRE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def as_wire_dtype(value):
+    """``wire_dtype`` as a torch dtype (None stays None), or a ValueError naming the choices."""
+    if value is None or value in WIRE_DTYPES.values():
+        return value
+    if isinstance(value, str) and value.removeprefix("torch.") in WIRE_DTYPES:
+        return WIRE_DTYPES[value.removeprefix("torch.")]
+    raise ValueError(f"invalid wire_dtype {value!r}: use one of {', '.join(WIRE_DTYPES)} (or the torch dtype)")
 
 
 def by_group(pairs, with_grad: bool = False) -> list:

@@ -29,6 +29,7 @@ class DecentLaM(DecentralizedOptimizer):
     """
 
     default_topology = "symmetric_exponential"
+    divides_by_lr = True
 
     def __init__(self, params, lr, *, topology=None, **kwargs):
         if topology is not None and not all(is_symmetric(topology.at(t).W) for t in range(topology.period or 1)):
@@ -37,11 +38,6 @@ class DecentLaM(DecentralizedOptimizer):
                                 "symmetric_exponential or random_matching")
         super().__init__(params, lr, topology=topology, **kwargs)
         self._x = {}  # scratch: X before the step, then Ghat (not part of the state)
-
-    def _check_group(self, group):
-        super()._check_group(group)
-        if not group["lr"] > 0:
-            raise ValueError(f"invalid lr {group['lr']}: DecentLaM divides by lr, it must be > 0")
 
     def _before(self, pairs):
         for p, group in pairs:

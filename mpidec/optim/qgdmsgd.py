@@ -19,14 +19,11 @@ class QGDmSGD(DecentralizedOptimizer):
     depends on the final gradients: the exchange starts in ``step()``.
     """
 
+    divides_by_lr = True
+
     def __init__(self, params, lr, **kwargs):
         super().__init__(params, lr, **kwargs)
         self._x = {}  # scratch: X before the step (not part of the state)
-
-    def _check_group(self, group):
-        super()._check_group(group)
-        if not group["lr"] > 0:
-            raise ValueError(f"invalid lr {group['lr']}: QGDmSGD divides by lr, it must be > 0")
 
     def _before(self, pairs):
         for p, group in pairs:
