@@ -1,16 +1,21 @@
 """The MPI model window and counter: MPI-3 one-sided windows that need no help from the target.
 
-Every window lives in one passive-target epoch from creation to ``free`` (``MPI_Win_lock_all``),
-and the exclusive lock on a model is a lock word of our own, taken with ``MPI_Compare_and_swap``
-and given back with an atomic ``MPI_Accumulate(REPLACE)``; the counter is ``MPI_Fetch_and_op``.
-``MPI_Win_lock(EXCLUSIVE)`` is not used: MPICH grants it through the target's progress engine,
-so an average with a worker that computes outside MPI waits until that worker next calls MPI
-(measured with the ``mpich`` 5.0.2 wheel, target busy for 1.5 s: 1 lock/get/put/unlock per
-second; the same with ``MPI_Win_allocate_shared``, and for ``mpi4py.util.sync.Counter``, which
-takes ``MPI_Win_lock(SHARED)`` on every increment). Atomics, Get and Put inside ``lock_all``
-are done by the origin alone on one node under MPICH 5, Open MPI 5 and Open MPI 4.1
-(150,000-250,000 atomics a second against a busy target), so a passive worker spends nothing
-on its peers' averages, even while it sleeps or computes.
+Every window lives in one passive-target epoch from creation to ``free`` (``MPI_Win_lock_all``).
+The exclusive lock on a model is a ticket lock of our own: two int64 on the model's owner,
+``next`` (a worker draws a ticket with ``MPI_Fetch_and_op(SUM)``) and ``serving`` (read with
+``MPI_Fetch_and_op(NO_OP)`` until it shows the ticket; ``MPI_Accumulate(SUM)`` passes the lock
+on). Waiters are served in order, so averages never starve the owner applying its step. The
+counter is one ``MPI_Fetch_and_op``.
+
+Why not MPI's own locks: MPICH grants ``MPI_Win_lock`` through the target's progress engine,
+so an average with a worker that computes outside MPI waited until that worker next called
+MPI (``mpich`` 5.0.2 wheel, target busy: 1-3 lock/get/put/unlock a second, also with
+``MPI_Win_allocate_shared``, and as many adds of ``mpi4py.util.sync.Counter``, which takes
+``MPI_Win_lock(SHARED)`` around every increment). Atomics, Get and Put inside ``lock_all`` are
+done by the origin alone on one node under MPICH 5, Open MPI 5 and Open MPI 4.1, so a passive
+worker spends nothing on its peers' averages, even while it sleeps or computes. (A plain
+``MPI_Compare_and_swap`` lock would do as well, but Open MPI 4.1.4's ``osc/rdma``, what
+``MPI_Win_allocate`` gets on one node, crashes in it over the vader BTL.)
 
 Across nodes the transport may need the target to enter MPI (MPICH's TCP netmod, Open MPI's
 ``osc/ucx``): a daemon thread calls ``MPI_Iprobe`` on a duplicate of the window's communicator
@@ -33,12 +38,12 @@ import torch
 from .mpi_buffer import as_mpi_bytes
 from .window import Counter, ModelWindow
 
-_FREE = 0  # a lock word holds 0, or 1 + the rank that holds it
+_NEXT, _SERVING = 0, 1  # the ticket lock's two words
 
 
 class MPIModelWindow(ModelWindow):
     """Models in ``MPI_Win_allocate`` windows (one per segment, ``disp_unit`` = item size),
-    one 8-byte lock word per worker.
+    one ticket lock (two int64) per worker.
 
     ``progress``: seconds between the progress thread's ``MPI_Iprobe`` calls, 0 for none;
     default :func:`progress_interval`.
@@ -48,12 +53,12 @@ class MPIModelWindow(ModelWindow):
         from mpi4py import MPI
 
         self._comm, self._wins = comm, []
-        self._lock_word = _allocate(comm, 8, 8)
-        torch.frombuffer(self._lock_word.tomemory(), dtype=torch.int64).fill_(_FREE)
+        self._tickets = _allocate(comm, 16, 8)
+        torch.frombuffer(self._tickets.tomemory(), dtype=torch.int64).zero_()
         super().__init__(comm.Get_rank(), tensors)
-        self._mine = _int64(self.rank + 1)
-        self._free, self._old = _int64(_FREE), _int64(0)
-        for win in (self._lock_word, *self._wins):
+        self._one, self._zero = _int64(1), _int64(0)
+        self._ticket, self._serving = _int64(0), _int64(0)
+        for win in (self._tickets, *self._wins):
             win.Lock_all(MPI.MODE_NOCHECK)
             win.Sync()  # the initial model and lock word are visible to every origin
         comm.Barrier()
@@ -68,12 +73,13 @@ class MPIModelWindow(ModelWindow):
     def _lock(self, rank):
         from mpi4py import MPI
 
-        cas = ([self._mine.numpy(), MPI.INT64_T], [self._free.numpy(), MPI.INT64_T],
-               [self._old.numpy(), MPI.INT64_T])
+        one, zero = [self._one.numpy(), MPI.INT64_T], [self._zero.numpy(), MPI.INT64_T]
+        self._tickets.Fetch_and_op(one, [self._ticket.numpy(), MPI.INT64_T], rank, _NEXT, op=MPI.SUM)
+        self._tickets.Flush(rank)
         for _ in _backoff():
-            self._lock_word.Compare_and_swap(*cas, rank, 0)
-            self._lock_word.Flush(rank)
-            if self._old[0] == _FREE:
+            self._tickets.Fetch_and_op(zero, [self._serving.numpy(), MPI.INT64_T], rank, _SERVING, op=MPI.NO_OP)
+            self._tickets.Flush(rank)
+            if self._serving[0] == self._ticket[0]:
                 break
         if rank == self.rank:
             for win in self._wins:
@@ -87,8 +93,8 @@ class MPIModelWindow(ModelWindow):
                 win.Sync()  # local stores are visible to the next holder's Get
             else:
                 win.Flush(rank)  # our Puts are complete at the target
-        self._lock_word.Accumulate([self._free.numpy(), MPI.INT64_T], rank, 0, op=MPI.REPLACE)
-        self._lock_word.Flush(rank)
+        self._tickets.Accumulate([self._one.numpy(), MPI.INT64_T], rank, _SERVING, op=MPI.SUM)
+        self._tickets.Flush(rank)  # the next ticket is served
 
     def _get(self, rank, k, out):
         self._wins[k].Get(as_mpi_bytes(out), rank)
@@ -100,10 +106,10 @@ class MPIModelWindow(ModelWindow):
     def free(self):
         self._progress.stop()
         self.views, self._segments, self._scratch = None, [], []
-        for win in (*self._wins, self._lock_word):
+        for win in (*self._wins, self._tickets):
             win.Unlock_all()
             win.Free()
-        self._wins, self._lock_word = [], None
+        self._wins, self._tickets = [], None
 
 
 class MPICounter(Counter):
