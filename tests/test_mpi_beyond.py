@@ -5,7 +5,7 @@ import pytest
 
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from beyond_oracles import LeastSquares, diloco_trajectory, gt_trajectory
+from beyond_oracles import LeastSquares, diloco_trajectory, gt_trajectory, sgp_trajectory
 
 pytestmark = pytest.mark.mpi(min_size=2)
 LR, STEPS = 0.05, 60
@@ -40,3 +40,11 @@ def test_mpi_diloco(comm, kwargs):
     problem.x0[:] = problem.x0[0]
     want = diloco_trajectory(problem, topo, STEPS, LR, **kwargs)
     check(comm, problem, "DiLoCo", topo, want, lr=LR, **kwargs)
+
+
+@pytest.mark.parametrize("topology", ["random_push", "one_peer_exponential"])
+def test_mpi_sgp(comm, topology):
+    topo = T.random_push(comm.size, seed=3) if topology == "random_push" else T.build(topology, comm.size)
+    problem = LeastSquares(comm.size, seed=23)
+    want, _ = sgp_trajectory(problem, topo, STEPS, LR, 0.8)
+    check(comm, problem, "SGP", topo, want, lr=LR, momentum=0.8)

@@ -11,11 +11,12 @@ from .katyusha import SVRG, KatyushaX  # not in ALGORITHMS: their step needs clo
 from .localsgd import LocalSGD
 from .pmsgd import PmSGD
 from .qgdmsgd import QGDmSGD
+from .sgp import SGP
 from .signum import SignumMV
 from .tracking import GT
 
 ALGORITHMS = {cls.__name__: cls for cls in (DSGD, DmSGD, DecentLaM, QGDmSGD, D2, LocalSGD, PmSGD, ADPSGD, SignumMV,
-                                                  GT, CHOCO, DiLoCo)}
+                                                  GT, CHOCO, DiLoCo, SGP)}
 
 
 def by_name(name: str):
