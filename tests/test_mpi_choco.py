@@ -1,4 +1,5 @@
-"""CHOCO-SGD on real MPI ranks: identity = DSGD, MPI = simulator bit for bit, bytes through MPI."""
+"""Compressed gossip on real MPI ranks: CHOCO (identity = DSGD, MPI = simulator bit for bit, bytes
+through MPI) and the low-precision wire of the gossip algorithms."""
 
 import numpy as np
 import pytest
@@ -65,3 +66,16 @@ def test_mpi_bytes_through_the_transport_are_the_payload(comm):
     assert measured["identity"] == degree * size * 4
     assert measured["top_k"] / measured["identity"] == pytest.approx(0.02)
     assert measured["sign"] / measured["identity"] == pytest.approx(1 / 32, abs=2e-4)
+
+
+@pytest.mark.parametrize("algorithm, kwargs", [("DSGD", {}), ("DecentLaM", {"momentum": 0.8})])
+def test_mpi_low_precision_wire_equals_the_dense_rule_and_the_simulator(comm, algorithm, kwargs):
+    from test_wire import WireTopology
+
+    topo, problem = T.ring(comm.size), LeastSquares(comm.size, seed=33)
+    options = dict(lr=LR, topology=topo, wire_dtype=torch.bfloat16, **kwargs)
+    mine, _ = problem.worker(comm, algorithm, STEPS, **options)
+    want = dense_trajectory(problem, algorithm, WireTopology(topo, torch.bfloat16), STEPS, LR, **kwargs)[comm.rank]
+    np.testing.assert_allclose(mine, want, rtol=1e-10, atol=1e-10)
+    simulated = Simulator(comm.size, topo).run(problem.worker, algorithm, STEPS, **options)
+    np.testing.assert_array_equal(mine, simulated[comm.rank][0])
