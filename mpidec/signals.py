@@ -65,7 +65,9 @@ def catch() -> bool:
         _previous[sig] = signal.signal(sig, _on_stop_signal)
     if launched_by_open_mpi():
         _previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, _on_continue)
-        threading.Thread(target=_clock, name="mpidec-stop-clock", daemon=True).start()
+        if not _ticks:  # one clock per process, started by the first catch()
+            _ticks.append(time.monotonic())
+            threading.Thread(target=_clock, name="mpidec-stop-clock", daemon=True).start()
     return True
 
 

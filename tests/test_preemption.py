@@ -126,3 +126,42 @@ def test_sigterm_to_one_rank_during_start_up_ends_preempted_with_exit_status_0(t
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "preempted" and summary["stopped_by"] == "SIGTERM", log
     assert (out / "checkpoints" / "latest").exists()  # a fresh run stopped at step 0 still resumes
+
+
+CHILD = """
+import sys, time
+from mpidec import signals
+signals.catch()
+print("ready", flush=True)
+time.sleep(float(sys.argv[1]))
+print(signals.requested(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("under_open_mpi, stop_first, expected", [
+    (True, False, "SIGCONT from Open MPI's launcher (mpiexec was signalled)"),  # the launcher's first word
+    (True, True, "None"),    # a resume after SIGSTOP (Ctrl-Z + fg forwarded, scontrol suspend/resume)
+    (False, False, "None"),  # not launched by Open MPI: SIGCONT means nothing
+])
+def test_sigcont_is_a_stop_request_only_from_open_mpis_launcher_and_not_after_a_stop(under_open_mpi, stop_first,
+                                                                                     expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMPI_COMM_WORLD_SIZE"}
+    if under_open_mpi:
+        env["OMPI_COMM_WORLD_SIZE"] = "1"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, "6"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    if stop_first:
+        child.send_signal(signal.SIGSTOP)
+        time.sleep(3)
+    child.send_signal(signal.SIGCONT)
+    out, _ = child.communicate(timeout=60)
+    assert out.strip() == expected
+
+
+def test_sigterm_and_sigint_are_requests_not_kills():
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        child = subprocess.Popen([sys.executable, "-c", CHILD, "3"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(sig)
+        out, _ = child.communicate(timeout=60)
+        assert child.returncode == 0 and out.strip() == sig.name

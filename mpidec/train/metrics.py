@@ -119,7 +119,8 @@ class MetricsLog:
         if not active:
             return
         if saved is not None:  # the records up to the checkpoint: nothing lost, nothing after it twice
-            self.records = saved.get("records") or self._read_up_to(saved["step"])
+            kept = saved.get("records")  # None: a checkpoint from before they were saved in it
+            self.records = kept if kept is not None else self._read_up_to(saved["step"])
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
         try:
             from torch.utils.tensorboard import SummaryWriter

@@ -1,0 +1,100 @@
+"""AD-PSGD with a straggler through ``mpidec train``: the application, not only the optimizer.
+
+    mpiexec --bind-to none -n 4 python benchmarks/adpsgd_train.py
+
+Each algorithm trains the small CNN on the embedded digits (ring, iid split, 4 x 32
+samples per global step, 10 epochs = 110 global steps) through :func:`mpidec.train.train`,
+with its records, evaluations and checkpoints, while the last rank sleeps ``delay`` seconds
+in every one of its steps. The synchronous algorithms (DSGD, DmSGD) make every rank wait
+for it at every step; ADPSGD (:mod:`mpidec.train.asynchronous`) stops on the same number
+of samples, taken by whichever ranks are free. Repetitions are interleaved so the
+machine's load falls on every configuration alike.
+
+Reported per (algorithm, delay): the wall time of ``train()`` (slowest rank), the test
+accuracy of the averaged model, and the steps of each rank. Writes
+benchmarks/results/adpsgd_train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+from mpi4py import MPI
+
+import mpidec
+from mpidec.atomic import write_json
+from mpidec.train import TrainConfig, loop, train
+
+ALGORITHMS = {"ADPSGD": {"momentum": 0.0, "lr": 0.4}, "DSGD": {"momentum": 0.0, "lr": 0.4},
+              "DmSGD": {"momentum": 0.9, "lr": 0.4}}
+
+
+def slowed(rank: int, delay: float):
+    """``Trainer.train_step`` that sleeps ``delay`` seconds in every step of rank ``rank``."""
+    step = loop.Trainer.train_step
+
+    def train_step(self, *args):
+        if self.rank == rank:
+            time.sleep(delay)
+        step(self, *args)
+
+    return train_step
+
+
+def run(world, algorithm: str, delay: float, epochs: int, out: str) -> dict:
+    loop.Trainer.train_step = slowed(world.Get_size() - 1, delay)
+    config = TrainConfig(algorithm=algorithm, topology="ring", dataset="digits", epochs=epochs, batch_size=32,
+                         warmup_epochs=0, decay="none", log_every=10, checkpoint_every=0, progress=False,
+                         out=out, **ALGORITHMS[algorithm])
+    world.Barrier()
+    started = time.perf_counter()
+    summary = train(config)
+    seconds = world.allreduce(time.perf_counter() - started, op=MPI.MAX)
+    return {"algorithm": algorithm, "delay": delay, "seconds": seconds, "test_accuracy": summary["test_accuracy"],
+            "steps_per_rank": summary["steps_per_rank"], "samples": summary["samples"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--delays", type=float, nargs="+", default=[0.0, 0.05],
+                        help="seconds the slow rank sleeps per step")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/adpsgd_train.json")
+    args = parser.parse_args()
+
+    world = mpidec.init()
+    original = loop.Trainer.train_step
+    folder = world.bcast(tempfile.mkdtemp(prefix="adpsgd-train-") if world.Get_rank() == 0 else None)
+    rows = []
+    for repeat in range(args.repeats):
+        for delay in args.delays:
+            for algorithm in ALGORITHMS:
+                row = run(world, algorithm, delay, args.epochs, f"{folder}/{algorithm}-{delay}-{repeat}")
+                rows.append(row)
+                if world.Get_rank() == 0:
+                    print(f"delay {delay * 1e3:5.0f} ms  {algorithm:<6} {row['seconds']:6.2f} s  "
+                          f"accuracy {row['test_accuracy']:.4f}  steps {row['steps_per_rank']}", flush=True)
+    loop.Trainer.train_step = original
+    if world.Get_rank() == 0:
+        table = []
+        for delay in args.delays:
+            for algorithm in ALGORITHMS:
+                mine = [r for r in rows if r["algorithm"] == algorithm and r["delay"] == delay]
+                table.append({"algorithm": algorithm, "delay": delay,
+                              "seconds": statistics.median(r["seconds"] for r in mine),
+                              "test_accuracy": mine[-1]["test_accuracy"], "steps_per_rank": mine[-1]["steps_per_rank"],
+                              "samples": mine[-1]["samples"]})
+        for row in table:
+            base = next(r for r in table if r["algorithm"] == row["algorithm"] and r["delay"] == args.delays[0])
+            row["slowdown"] = row["seconds"] / base["seconds"]
+        write_json(args.out, {"ranks": world.Get_size(), "epochs": args.epochs, "repeats": args.repeats,
+                              "rows": table, "runs": rows})
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
