@@ -9,8 +9,9 @@
 #
 # A SIGTERM that reaches the batch shell is passed on to the ranks: with srun by
 # `scancel --signal=TERM JOB` (srun itself answers SIGTERM with SIGKILL to the ranks), with
-# mpirun by `kill -TERM` to mpirun (it passes SIGTERM to the ranks and sends SIGKILL
-# odls_base_sigkill_timeout seconds later). The shell then keeps waiting for the launcher.
+# mpirun by `kill -TERM` to mpirun (it sends the ranks SIGCONT at once, SIGTERM
+# odls_base_sigkill_timeout seconds later, SIGKILL as long again after that). The shell then
+# keeps waiting for the launcher.
 # Written for bash 4.2 as well (no empty arrays under set -u).
 
 mpidec_signalled=${mpidec_signalled:-0}  # 1 once the batch shell got SIGTERM (--signal=B:, scancel -b)
@@ -47,9 +48,9 @@ except Exception:
     pass' "$1" 2>/dev/null || true
 }
 
+# mpidec_requeue OUT WHY: have SLURM start this job again (same id; it resumes from OUT)
 mpidec_requeue() {
-    echo "mpidec job: the run checkpointed before the end of the allocation; requeueing job $SLURM_JOB_ID" \
-         "(start $((${SLURM_RESTART_COUNT:-0} + 1)) ended)"
+    echo "mpidec job: $2; requeueing job $SLURM_JOB_ID (start $((${SLURM_RESTART_COUNT:-0} + 1)) ended)"
     # On success SLURM ends this script at once ("CANCELLED ... DUE TO JOB REQUEUE"). When SLURM
     # preempted the job, it has already requeued it and this call fails harmlessly.
     if ! scontrol requeue "$SLURM_JOB_ID"; then
@@ -79,8 +80,8 @@ mpidec_launch() {
 mpidec_run() {
     local out=$1 resume="" old status
     shift
-    if ((mpidec_signalled)); then   # told to stop before anything started: nothing to save
-        mpidec_requeue "$out"
+    if ((mpidec_signalled)); then
+        mpidec_requeue "$out" "SIGTERM before the launch: nothing to save"
         return 0
     fi
     [[ -f $out/checkpoints/latest ]] && resume=--resume
@@ -97,15 +98,14 @@ mpidec_run() {
             echo "mpidec job: finished; $out/summary.json"
             return 0 ;;
         preempted)
-            mpidec_requeue "$out"
+            mpidec_requeue "$out" "the run checkpointed before the end of the allocation"
             return 0 ;;
         failed) ;;  # a setting that cannot work: the error is above, another start would repeat it
         *)  # none, or "running": the processes died
             if ((mpidec_signalled && mpidec_launch_status != 0)); then
                 # told to stop, but some ranks died before they could answer (killed during
                 # interpreter start-up, or SIGKILL after the grace time): again from the last checkpoint
-                echo "mpidec job: stopped by SIGTERM without a status (launcher exit $mpidec_launch_status)"
-                mpidec_requeue "$out"
+                mpidec_requeue "$out" "stopped by SIGTERM without a status (launcher exit $mpidec_launch_status)"
                 return 0
             fi ;;
     esac
