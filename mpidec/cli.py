@@ -34,7 +34,8 @@ def _topology_problem(args) -> str | None:
     from .atomic import cannot_write
 
     if args.n > MAX_TOPOLOGY_NODES:
-        return f"-n {args.n} is too large for this command (at most {MAX_TOPOLOGY_NODES}: it analyses dense n x n matrices)"
+        return (f"-n {args.n} is too large for this command (at most {MAX_TOPOLOGY_NODES}: it analyses dense "
+                "n x n matrices)")
     if args.steps < 1:
         return f"--steps must be >= 1, got {args.steps}"
     reason = args.plot and cannot_write(os.path.dirname(args.plot) or ".")
