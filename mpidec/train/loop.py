@@ -76,11 +76,11 @@ class Trainer:
         world = mpidec.init()
         self.rank, self.size = world.Get_rank(), world.Get_size()
         self.comm = MPICommunicator(allreduce="mpi")  # metrics, evaluation, agreement (no gossip)
-        local_rank, local_size = device.local_rank_and_size()
+        local_rank = device.local_rank()
         error, saved = None, None
         try:
             topology = self._topology()
-            saved = self._prepare(local_rank, local_size)
+            saved = self._prepare(local_rank)
         except ConfigError as exc:
             error = str(exc)
         _agree(self.comm, error)
@@ -113,7 +113,7 @@ class Trainer:
         except topologies.TopologyError as exc:
             raise ConfigError(f"--topology: {exc}") from exc
 
-    def _prepare(self, local_rank: int, local_size: int) -> dict | None:
+    def _prepare(self, local_rank: int) -> dict | None:
         """The local part of setting up: output folder, saved state (if resuming), device, data,
         model, partition. The cheap checks come first."""
         config = self.config
@@ -127,7 +127,7 @@ class Trainer:
         if changed:
             raise ConfigError("--resume: the checkpoint was made with other settings; "
                               f"pass the saved ones: {'; '.join(changed)}")
-        self.device = device.choose(config.device, local_rank, local_size)
+        self.device = device.choose(config.device, local_rank)
         self.data = datasets.load(config)
         self.model_name = config.model or models.DEFAULT_MODEL[config.dataset]
         self.model = models.build(self.model_name, self.data.input_shape, self.data.num_classes,
