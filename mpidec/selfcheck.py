@@ -12,15 +12,15 @@ import torch
 import mpidec
 from mpidec import topology
 from mpidec.comm import MPICommunicator
-from mpidec.comm.mpi import library_version
+from mpidec.comm.mpi import library_banner, library_version
 
 
 def main():
     world = mpidec.init()
-    from mpi4py import MPI, __version__ as mpi4py_version
+    from mpi4py import __version__ as mpi4py_version
 
     if world.Get_rank() == 0:
-        banner = "\n".join("    " + line.rstrip() for line in MPI.Get_library_version().strip().splitlines())
+        banner = "\n".join("    " + line.rstrip() for line in library_banner().splitlines())
         print(f"MPI library:\n{banner}", flush=True)
     world.Barrier()
     comm = MPICommunicator()

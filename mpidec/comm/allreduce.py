@@ -77,7 +77,7 @@ def select_allreduce(choice: str, comm):
         try:
             return HorovodAllreduce(comm)
         except ImportError as exc:
-            reason = f"Horovod does not import ({exc}); jobs/setup.sh builds it"
+            reason = f"Horovod does not load ({exc}): jobs/setup.sh builds it for the MPI in use"
     if choice == "horovod":
         raise ImportError(f"allreduce='horovod', but {reason}")
     if not _fallback_said and comm.Get_rank() == 0:

@@ -35,11 +35,16 @@ def cuda_aware() -> bool:
     return bool(query()) if query is not None else False
 
 
-def library_version() -> str:
-    """The MPI library in use, in one line: 'Open MPI v4.1.4', 'MPICH 5.0.2', ..."""
+def library_banner() -> str:
+    """``MPI_Get_library_version()``: the MPI library in use, as it describes itself."""
     from mpi4py import MPI
 
-    text = MPI.Get_library_version().strip()
+    return MPI.Get_library_version().replace("\0", "").strip()  # Open MPI ends it with a NUL
+
+
+def library_version() -> str:
+    """The MPI library in use, in one line: 'Open MPI v4.1.4', 'MPICH 5.0.2', ..."""
+    text = library_banner()
     banner = re.match(r"(\S+) Version:\s*(\S+)", text)  # MPICH, MVAPICH: a multi-line banner
     return " ".join(banner.groups()) if banner else text.splitlines()[0].split(",")[0].strip()
 
