@@ -90,6 +90,8 @@ class DenseRule:
         self.algorithm, self.variant, self.period, self.sync = algorithm, variant, period, momentum_sync
         self.M = np.zeros((n, dim))
         self.Xp = self.Gp = None
+        self.WY = np.zeros((n, dim))            # GT: the gossiped tracker
+        self.numerators, self.w = None, np.ones(n)  # SGP: push-sum numerators and weights
         self.J = np.full((n, n), 1 / n)
         self.t = 0
 
@@ -123,6 +125,14 @@ class DenseRule:
                 X, self.M = J @ X, {"average": J @ self.M, "clear": 0 * self.M, "local": self.M}[self.sync]
         elif a == "PmSGD":
             X = X - lr * self._momentum(J @ G, beta, mask)
+        elif a == "GT":
+            Y = self.WY + G - (self.Gp if self.Gp is not None else 0.0)
+            D = self._momentum(Y, beta, mask)
+            X, self.WY, self.Gp = W @ (X - lr * D), W @ Y, G
+        elif a == "SGP":  # X is the de-biased model Z = numerators / w
+            numerators = X * self.w[:, None] if self.numerators is None else self.numerators
+            self.numerators, self.w = W @ (numerators - lr * self._momentum(G, beta, mask)), W @ self.w
+            X = self.numerators / self.w[:, None]
         elif a == "SignumMV":
             self.M = beta * self.M + G if beta else G
             ones = (self.M >= 0).sum(axis=0) * 2

@@ -9,7 +9,7 @@ import torch
 from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from habits import CASES, HABITS, check_habit
+from habits import CASES, HABITS, check_habit, topology_for
 
 N = 4
 
@@ -17,7 +17,7 @@ N = 4
 @pytest.mark.parametrize("habit", HABITS)
 @pytest.mark.parametrize("algorithm, kwargs", CASES, ids=lambda c: str(c))
 def test_habit_gives_the_update_rule_on_the_final_gradients(algorithm, kwargs, habit):
-    check_habit(None, algorithm, kwargs, habit, T.random_matching(N, seed=3) if algorithm != "DecentLaM" else T.ring(N))
+    check_habit(None, algorithm, kwargs, habit, topology_for(algorithm, N))
 
 
 # ------------------------------------------------------------------ PmSGD: DDP's semantics

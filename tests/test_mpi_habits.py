@@ -3,7 +3,7 @@
 import pytest
 
 from mpidec import topology as T
-from habits import CASES, HABITS, check_habit
+from habits import CASES, HABITS, check_habit, topology_for
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -19,4 +19,4 @@ def comm():
 @pytest.mark.parametrize("algorithm, kwargs", CASES, ids=lambda c: str(c))
 def test_mpi_habit_gives_the_update_rule_on_the_final_gradients(comm, algorithm, kwargs, habit):
     n = comm.size
-    check_habit(comm, algorithm, kwargs, habit, T.random_matching(n, seed=3) if algorithm != "DecentLaM" else T.ring(n))
+    check_habit(comm, algorithm, kwargs, habit, topology_for(algorithm, n))
