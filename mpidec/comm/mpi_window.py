@@ -60,7 +60,7 @@ class MPIModelWindow(ModelWindow):
         self._ticket, self._serving = _int64(0), _int64(0)
         for win in (self._tickets, *self._wins):
             win.Lock_all(MPI.MODE_NOCHECK)
-            win.Sync()  # the initial model and lock word are visible to every origin
+            win.Sync()  # the initial model and tickets are visible to every origin
         comm.Barrier()
         self._progress = _Progress.start(comm, progress)
 
