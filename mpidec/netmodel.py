@@ -44,7 +44,7 @@ from . import topology as T
 
 GBIT = 1e9 / 8  # bytes per second in one Gbit/s
 
-# What each algorithm sends per step (ARCHITECTURE.md's table): gossip of k models, an
+# What each algorithm sends per step (docs/algorithms.md's table): gossip of k models, an
 # allreduce of k models every `period` steps, the 1-bit majority vote, or one-sided pairs.
 EXCHANGES = {"DSGD": ("gossip", 1), "DmSGD": ("gossip", 1), "DecentLaM": ("gossip", 1), "QGDmSGD": ("gossip", 1),
              "D2": ("gossip", 1), "PmSGD": ("allreduce", 1), "LocalSGD": ("allreduce", 2),

@@ -1,10 +1,13 @@
 """The communicator interface that optimizers talk to, and the logic both backends share.
 
-A backend (MPI or the in-process simulator) supplies four transport primitives:
+A backend (MPI or the in-process simulator) supplies six transport primitives (the
+abstract methods below):
 
 - ``_start_neighbor_allgather(plan, send, recv)``: row ``r`` of ``recv`` receives the
   ``send`` buffer of in-neighbour ``plan.sources[r]``; returns a request;
 - ``_start_allreduce(buf)``: in-place sum of ``buf`` over all ranks; returns a request;
+- ``_start_alltoall(send, recv)`` and ``_start_allgather(send, recv)``: byte rows, for the
+  majority vote; return requests;
 - ``allreduce_scalar(value, op)`` and ``allgather_object(obj)``: blocking, for metrics
   and checks off the hot path.
 

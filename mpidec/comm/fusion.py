@@ -18,7 +18,8 @@ import torch
 
 
 def groups(tensors) -> list[list[torch.Tensor]]:
-    """Split tensors into runs that can share one buffer: same dtype and device, in order."""
+    """Group tensors that can share one buffer (same dtype and device), keeping the order
+    of the tensors within each group; tensors of one kind need not be adjacent."""
     by_kind = defaultdict(list)
     for t in tensors:
         by_kind[(t.dtype, t.device)].append(t)
