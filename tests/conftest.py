@@ -81,3 +81,11 @@ def pytest_runtest_makereport(item, call):
     if _under_mpi(item.config) and report.failed:
         _abort(item.config, f"FAILED {item.nodeid} ({report.when}); aborting the job so no rank waits forever:\n"
                f"{report.longreprtext}")
+
+
+@pytest.fixture(scope="module")
+def comm():
+    """The MPI communicator over the world, for the tests marked ``mpi`` (one per test module)."""
+    from mpidec.comm import MPICommunicator
+
+    return MPICommunicator()

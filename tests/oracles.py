@@ -1,5 +1,7 @@
 """Dense-matrix oracles shared by the serial and MPI tests."""
 
+import math
+
 import numpy as np
 import torch
 
@@ -193,3 +195,26 @@ ALGORITHM_CASES = [
     ("LocalSGD", {"momentum": 0.8, "period": 2, "momentum_sync": "local"}),
     ("PmSGD", {"momentum": 0.8}),
 ]
+
+
+# ------------------------------------------------------------------ consensus and the vote
+
+def random_models(n, seed, dim=50):
+    """Node i's list of tensors is element i (float64)."""
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(dim, generator=g, dtype=torch.float64), torch.randn(3, 2, generator=g, dtype=torch.float64)]
+            for _ in range(n)]
+
+
+def xi(models):
+    """The exact consensus distance sqrt((1/n) sum_i ||x_i - xbar||^2) of the node models."""
+    X = np.stack([np.concatenate([t.numpy().ravel() for t in m]) for m in models])
+    return math.sqrt(((X - X.mean(0)) ** 2).sum(1).mean())
+
+
+def vote_closed_form(signals, offset=0):
+    """sign(sum of signs), ties +1 at even positions (from ``offset``) and -1 at odd ones."""
+    s = np.sign(np.where(np.stack(signals) >= 0, 1, -1).sum(0))
+    ties = s == 0
+    s[ties] = np.where((np.arange(len(s)) + offset)[ties] % 2 == 0, 1, -1)
+    return s

@@ -10,19 +10,9 @@ from mpidec import topology as T
 from mpidec.comm import Simulator
 from mpidec.consensus import ConsensusControl, exact_distance, estimate_from_residual
 from mpidec.optim import DSGD, PmSGD
+from oracles import random_models, xi
 
 SYMMETRIC = ["ring", "torus", "symmetric_exponential", "hypercube", "star", "complete"]
-
-
-def random_models(n, seed, dim=50):
-    g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(dim, generator=g, dtype=torch.float64), torch.randn(3, 2, generator=g, dtype=torch.float64)]
-            for _ in range(n)]
-
-
-def xi(models):
-    X = np.stack([np.concatenate([t.numpy().ravel() for t in m]) for m in models])
-    return math.sqrt(((X - X.mean(0)) ** 2).sum(1).mean())
 
 
 def measure(n, topo, models):

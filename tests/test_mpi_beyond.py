@@ -11,13 +11,6 @@ pytestmark = pytest.mark.mpi(min_size=2)
 LR, STEPS = 0.05, 60
 
 
-@pytest.fixture(scope="module")
-def comm():
-    from mpidec.comm import MPICommunicator
-
-    return MPICommunicator()
-
-
 def check(comm, problem, algorithm, topo, want, **kwargs):
     """This rank's trajectory equals row ``comm.rank`` of ``want`` and the simulator's."""
     mine, _ = problem.worker(comm, algorithm, STEPS, topology=topo, **kwargs)

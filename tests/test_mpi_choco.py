@@ -14,13 +14,6 @@ pytestmark = pytest.mark.mpi(min_size=2)
 LR, STEPS = 0.05, 50
 
 
-@pytest.fixture(scope="module")
-def comm():
-    from mpidec.comm import MPICommunicator
-
-    return MPICommunicator()
-
-
 @pytest.mark.parametrize("momentum", [0.0, 0.8])
 def test_mpi_identity_with_gamma_one_is_dsgd(comm, momentum):
     topo, problem = T.ring(comm.size), LeastSquares(comm.size, seed=31)

@@ -8,16 +8,9 @@ import torch
 from mpidec import topology as T
 from mpidec.consensus import ConsensusControl, estimate_from_residual, exact_distance
 from mpidec.optim import DSGD
-from test_consensus import random_models, xi
+from oracles import random_models, xi
 
 pytestmark = pytest.mark.mpi(min_size=2)
-
-
-@pytest.fixture(scope="module")
-def comm():
-    from mpidec.comm import MPICommunicator
-
-    return MPICommunicator()
 
 
 @pytest.mark.parametrize("name", ["ring", "torus", "symmetric_exponential", "star", "complete"])

@@ -2,17 +2,9 @@
 
 import pytest
 
-from mpidec import topology as T
 from habits import CASES, HABITS, check_habit, topology_for
 
 pytestmark = pytest.mark.mpi(min_size=2)
-
-
-@pytest.fixture(scope="module")
-def comm():
-    from mpidec.comm import MPICommunicator
-
-    return MPICommunicator()
 
 
 @pytest.mark.parametrize("habit", HABITS)

@@ -9,13 +9,6 @@ from test_katyusha import TAU, SumOfNonconvex, reference, stratified_batches, wo
 pytestmark = pytest.mark.mpi(min_size=2)
 
 
-@pytest.fixture(scope="module")
-def comm():
-    from mpidec.comm import MPICommunicator
-
-    return MPICommunicator()
-
-
 @pytest.mark.parametrize("algorithm", ["SVRG", "KatyushaX"])
 def test_mpi_iterates_equal_the_serial_algorithm_and_the_simulator(comm, algorithm):
     """p ranks, each with its shard and b/p terms of every batch, follow one process with batch b."""

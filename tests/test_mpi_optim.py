@@ -11,13 +11,6 @@ pytestmark = pytest.mark.mpi(min_size=2)
 LR, STEPS = 0.05, 110
 
 
-@pytest.fixture(scope="module")
-def comm():
-    from mpidec.comm import MPICommunicator
-
-    return MPICommunicator()
-
-
 @pytest.mark.parametrize("algorithm, kwargs", ALGORITHM_CASES, ids=lambda c: str(c))
 @pytest.mark.parametrize("topology", ["ring", "random_matching"])
 def test_mpi_trajectory_equals_dense_and_simulator(comm, algorithm, kwargs, topology):

@@ -7,16 +7,9 @@ import torch
 from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from test_signum import vote_closed_form
+from oracles import vote_closed_form
 
 pytestmark = pytest.mark.mpi(min_size=2)
-
-
-@pytest.fixture(scope="module")
-def comm():
-    from mpidec.comm import MPICommunicator
-
-    return MPICommunicator()
 
 
 def vote_worker(comm, grads, x0, lr):

@@ -8,6 +8,7 @@ from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
 from mpidec.comm import bits
+from oracles import vote_closed_form
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 63, 64, 65, 1000])
@@ -23,13 +24,6 @@ def test_packing_round_trips_for_every_length_and_dtype(n, dtype):
 def test_packing_layout_is_little_endian_within_a_byte():
     x = torch.tensor([1.0, -1, -1, -1, -1, -1, -1, 1, 0.0])  # bits 0 and 7, then a zero (counts as +)
     assert bits.pack_signs(x).tolist() == [0b10000001, 0b00000001]
-
-
-def vote_closed_form(signals, offset=0):
-    s = np.sign(np.where(np.stack(signals) >= 0, 1, -1).sum(0))
-    ties = s == 0
-    s[ties] = np.where((np.arange(len(s)) + offset)[ties] % 2 == 0, 1, -1)
-    return s
 
 
 @pytest.mark.parametrize("n", [3, 4])  # odd: no ties; even: ties
