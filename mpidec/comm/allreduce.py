@@ -3,9 +3,10 @@
 Both start an in-place sum of one fused buffer and return a request with ``wait()``.
 Horovod is compiled against one MPI library; loaded beside another (an ``mpich`` job with a
 Horovod built for Open MPI) it aborts the job inside ``MPI_Comm_dup``. So 'auto' checks,
-before importing it, that Horovod's extension needs the ``libmpi`` soname this process has
-loaded, and ``MPIDEC_SKIP_HOROVOD=1`` turns Horovod off at run time (as it does in
-``jobs/setup.sh``); either way the job says once why it allreduces with MPI.
+before importing it, that the MPI libraries Horovod's extension needs belong to the MPI this
+process has loaded (:func:`horovod_unusable`), and ``MPIDEC_SKIP_HOROVOD=1`` turns Horovod off
+at run time (as it does in ``jobs/setup.sh``); either way the job says once why it
+allreduces with MPI.
 """
 
 from __future__ import annotations
@@ -87,7 +88,13 @@ def select_allreduce(choice: str, comm):
 
 
 def horovod_unusable() -> str | None:
-    """Why Horovod must not be loaded in this process, or None (without importing it)."""
+    """Why Horovod must not be loaded in this process, or None (without importing it).
+
+    Every MPI library Horovod's extension needs (``libmpi.so.40``, ``libmpi_cxx.so.40``, ...)
+    must be one of the MPI in use: a file of that name beside the ``libmpi`` this process
+    has loaded. An Open MPI 4 build needs ``libmpi_cxx.so.40``, which Open MPI 5 lacks;
+    under MPICH (``libmpi.so.12``) it needs a ``libmpi.so.40`` there is none of.
+    """
     if os.environ.get("MPIDEC_SKIP_HOROVOD", "0") not in ("", "0"):
         return "Horovod is switched off (MPIDEC_SKIP_HOROVOD=1)"
     spec = importlib.util.find_spec("horovod")
@@ -97,23 +104,27 @@ def horovod_unusable() -> str | None:
     for lib in glob.glob(os.path.join(spec.submodule_search_locations[0], "torch", "mpi_lib*.so")):
         with open(lib, "rb") as f:
             needed.update(_mpi_sonames(f.read()))
-    loaded = loaded_mpi_sonames()
-    if needed and loaded and not needed & loaded:
-        return (f"Horovod was built against {', '.join(sorted(needed))} but this job runs "
-                f"{', '.join(sorted(loaded))}: rebuild it with jobs/setup.sh under this MPI")
+    loaded = loaded_mpi_library()
+    missing = sorted(n for n in needed if loaded and not os.path.exists(os.path.join(os.path.dirname(loaded), n)))
+    if missing:
+        return (f"Horovod was built against another MPI ({', '.join(missing)}, not in "
+                f"{os.path.dirname(loaded)}, where this job's {os.path.basename(loaded)} is): "
+                "rebuild it with jobs/setup.sh under this MPI")
     return None
 
 
-def loaded_mpi_sonames() -> set[str]:
-    """The MPI library sonames mapped into this process (empty where /proc is missing)."""
+def loaded_mpi_library() -> str | None:
+    """The path of the ``libmpi`` mapped into this process (None where /proc is missing)."""
     try:
         with open("/proc/self/maps", "rb") as f:
-            return _mpi_sonames(f.read())
+            maps = f.read()
     except OSError:
-        return set()
+        return None
+    found = re.search(rb"(/\S*/libmpi(?:_cray)?\.so\.\d+)\S*", maps)
+    return found.group(0).decode() if found else None
 
 
 def _mpi_sonames(blob: bytes) -> set[str]:
     """The MPI library sonames named in ``blob``: ``libmpi.so.40`` (Open MPI), ``libmpi.so.12``
-    (MPICH, Intel MPI, MVAPICH), ``libmpi_cray.so.12`` (Cray MPICH)."""
-    return {m.decode() for m in re.findall(rb"\blibmpi(?:_cray)?\.so\.\d+", blob)}
+    (MPICH, Intel MPI, MVAPICH), ``libmpi_cray.so.12`` (Cray MPICH), ``libmpi_cxx.so.40``, ..."""
+    return {m.decode() for m in re.findall(rb"\blibmpi(?:_\w+)?\.so\.\d+", blob)}
