@@ -25,7 +25,7 @@ def __getattr__(name):
     # torch is imported when training is asked for, not for the flags: `mpidec train --help`
     # and usage errors answer at once, and the stop signals are caught before the import
     if name == "train":
-        from .loop import train
+        from .run import train
 
         return train
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

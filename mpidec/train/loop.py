@@ -1,4 +1,5 @@
-"""The training loop: every rank runs :func:`train` with the same configuration.
+"""The training loop: every rank runs :class:`Trainer` with the same configuration
+(through :func:`mpidec.train.run.train`).
 
 Setting up has two phases. The first is local (output folder, saved state, data, model):
 it can fail on some ranks only (a folder missing on one node), so the ranks then compare
@@ -13,7 +14,8 @@ asked to stop (:mod:`mpidec.signals`). A request that comes at any other moment 
 start-up, an evaluation (which it cuts short), the final evaluation or the plots - is acted
 on at the next boundary of the same kind, so every way of stopping ends with a checkpoint
 of the last completed step, ``summary.json`` saying ``"preempted"``, and exit status 0.
-The asynchronous algorithms run their own loop (:mod:`mpidec.train.asynchronous`).
+The asynchronous algorithms run their own loop (:mod:`mpidec.train.asynchronous`);
+:mod:`mpidec.train.run` picks the loop.
 """
 
 from __future__ import annotations
@@ -38,24 +40,7 @@ from .batches import batches
 from .config import ConfigError, TrainConfig
 from .metrics import Meter, MetricsLog
 from .partition import Partition
-from .preemption import Preemption, catching
-
-
-def train(config: TrainConfig) -> dict:
-    """Train on every rank of ``MPI.COMM_WORLD``; returns the run's summary (on every rank)."""
-    with catching():  # a stop request during start-up is kept for the first step boundary
-        config = config.check()
-        cls = Trainer
-        if callable(getattr(algorithm.resolve(config.algorithm), "finish", None)):  # ADPSGD
-            from .asynchronous import AsyncTrainer
-
-            cls = AsyncTrainer
-        previous = report.mark_running(config.out_dir)
-        try:
-            return cls(config).run()
-        except ConfigError as exc:  # on every rank alike
-            report.mark_failed(config.out_dir, str(exc), previous)
-            raise
+from .preemption import Preemption
 
 
 def _agree(comm, error: str | None) -> None:
@@ -177,11 +162,10 @@ class Trainer:
 
     def run(self) -> dict:
         """Train to the end or to a stop request; the summary (status "finished" or "preempted")."""
-        with catching():
-            self._say(report.describe(self))
-            status = self._train(Preemption(self.comm))
-            status = self._wind_up(status)
-            return report.summary(self, status)
+        self._say(report.describe(self))
+        status = self._train(Preemption(self.comm))
+        status = self._wind_up(status)
+        return report.summary(self, status)
 
     def _train(self, stop: Preemption) -> str:
         """The steps from the current one to the end: "finished", or "preempted" at a step boundary."""
