@@ -7,12 +7,14 @@ samples per global step, 10 epochs = 110 global steps) through :func:`mpidec.tra
 with its records, evaluations and checkpoints, while the last rank sleeps ``delay`` seconds
 in every one of its steps. The synchronous algorithms (DSGD, DmSGD) make every rank wait
 for it at every step; ADPSGD (:mod:`mpidec.train.asynchronous`) stops on the same number
-of samples, taken by whichever ranks are free. Repetitions are interleaved so the
-machine's load falls on every configuration alike.
+of samples, taken by whichever ranks are free. After one warm-up run of each algorithm,
+repetitions are interleaved so the machine's load falls on every configuration alike;
+the table holds medians.
 
-Reported per (algorithm, delay): the wall time of ``train()`` (slowest rank), the test
-accuracy of the averaged model, and the steps of each rank. Writes
-benchmarks/results/adpsgd_train.json.
+Reported per (algorithm, delay): the wall time of ``train()`` (slowest rank), its ratio to
+the same algorithm without delay in the same repetition (run back to back), the slow rank's
+share of the steps, and the test accuracy of the averaged model (medians over repetitions).
+Writes benchmarks/results/adpsgd_train.json.
 """
 
 from __future__ import annotations
@@ -69,31 +71,39 @@ def main():
     world = mpidec.init()
     original = loop.Trainer.train_step
     folder = world.bcast(tempfile.mkdtemp(prefix="adpsgd-train-") if world.Get_rank() == 0 else None)
+    for algorithm in ALGORITHMS:  # warm-up: imports, plots, windows; not reported
+        run(world, algorithm, 0.0, 1, f"{folder}/warm-up-{algorithm}")
     rows = []
     for repeat in range(args.repeats):
-        for delay in args.delays:
-            for algorithm in ALGORITHMS:
+        for algorithm in ALGORITHMS:
+            for delay in args.delays:  # the delays of one algorithm back to back: their ratio is fair
                 row = run(world, algorithm, delay, args.epochs, f"{folder}/{algorithm}-{delay}-{repeat}")
-                rows.append(row)
+                rows.append({**row, "repeat": repeat})
                 if world.Get_rank() == 0:
                     print(f"delay {delay * 1e3:5.0f} ms  {algorithm:<6} {row['seconds']:6.2f} s  "
                           f"accuracy {row['test_accuracy']:.4f}  steps {row['steps_per_rank']}", flush=True)
     loop.Trainer.train_step = original
     if world.Get_rank() == 0:
-        table = []
-        for delay in args.delays:
-            for algorithm in ALGORITHMS:
-                mine = [r for r in rows if r["algorithm"] == algorithm and r["delay"] == delay]
-                table.append({"algorithm": algorithm, "delay": delay,
-                              "seconds": statistics.median(r["seconds"] for r in mine),
-                              "test_accuracy": mine[-1]["test_accuracy"], "steps_per_rank": mine[-1]["steps_per_rank"],
-                              "samples": mine[-1]["samples"]})
-        for row in table:
-            base = next(r for r in table if r["algorithm"] == row["algorithm"] and r["delay"] == args.delays[0])
-            row["slowdown"] = row["seconds"] / base["seconds"]
         write_json(args.out, {"ranks": world.Get_size(), "epochs": args.epochs, "repeats": args.repeats,
-                              "rows": table, "runs": rows})
+                              "rows": summarize(rows, args.delays), "runs": rows})
         print(f"wrote {args.out}")
+
+
+def summarize(rows, delays) -> list[dict]:
+    """Per (algorithm, delay): median seconds, and the median over repeats of the time
+    relative to the same repeat's first delay."""
+    table = []
+    for algorithm in ALGORITHMS:
+        for delay in delays:
+            mine = [r for r in rows if r["algorithm"] == algorithm and r["delay"] == delay]
+            base = {r["repeat"]: r["seconds"] for r in rows if r["algorithm"] == algorithm and r["delay"] == delays[0]}
+            table.append({"algorithm": algorithm, "delay": delay,
+                          "seconds": statistics.median(r["seconds"] for r in mine),
+                          "slowdown": statistics.median(r["seconds"] / base[r["repeat"]] for r in mine),
+                          "slow_rank_share": statistics.median(r["steps_per_rank"][-1] / sum(r["steps_per_rank"])
+                                                               for r in mine),
+                          "test_accuracy": statistics.median(r["test_accuracy"] for r in mine)})
+    return table
 
 
 if __name__ == "__main__":
