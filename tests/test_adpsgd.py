@@ -224,12 +224,14 @@ def _remote_like_rma() -> tuple[dict | None, str]:
 def test_progress_thread_lets_peers_average_with_a_worker_outside_mpi():
     """On a transport that needs the target to enter MPI, an average with a worker that sleeps
     outside MPI (or an add to the counter it owns) waits for it without the progress thread;
-    with it, averages and adds go on."""
+    with it, averages and adds go on. (Some transports do the counter's atomics one-sided:
+    at least one of the two must stall without the thread.)"""
     env, why_not = _remote_like_rma()
     if env is None:
         pytest.skip(why_not)
     rc, out = mpiexec("tests/harness/rma_progress.py", env=env)
     assert rc == 0, out
-    for what in ("averages while the target slept", "counter adds while its owner slept"):
-        counts = {float(k): int(v) for k, v in re.findall(rf"progress ([\d.]+) s: (\d+) {what}", out)}
-        assert counts[0] <= 10 and counts[0.001] >= max(20, 4 * counts[0]), (what, counts)
+    counts = {what: {float(k): int(v) for k, v in re.findall(rf"progress ([\d.]+) s: (\d+) {what}", out)}
+              for what in ("averages while the target slept", "counter adds while its owner slept")}
+    assert min(c[0] for c in counts.values()) <= 10, counts  # these settings do need the target
+    assert all(c[0.001] >= 20 for c in counts.values()), counts

@@ -33,7 +33,9 @@ def while_target_is_away(world, target, origin, operation, busy) -> int:
     done = 0
     if world.Get_rank() == target:
         outside_mpi(1.5, busy)
-    elif world.Get_rank() == origin:
+    elif world.Get_rank() != origin:
+        time.sleep(1.5)  # not spinning in the Barrier below: the two at work get the cores
+    else:
         time.sleep(0.2)  # the target has left MPI
         end = time.perf_counter() + 1.0
         while time.perf_counter() < end:
