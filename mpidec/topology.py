@@ -30,6 +30,9 @@ import math
 import networkx as nx
 import numpy as np
 
+from .spectral import (contraction, eigenvalues, is_column_stochastic, is_connected,  # noqa: F401 (API)
+                       is_doubly_stochastic, is_symmetric, lambda2, lambda_min, period_product, spectral_gap)
+
 _TOL = 1e-9
 
 
@@ -382,63 +385,7 @@ def build(name: str, n: int) -> Topology | Schedule:
     return BUILDERS[name](check_nodes(n))
 
 
-# ---------------------------------------------------------------- analysis
-
-
-def is_doubly_stochastic(w, tol: float = 1e-8) -> bool:
-    w = np.asarray(w)
-    return bool((w >= -tol).all() and np.allclose(w.sum(0), 1, atol=tol) and np.allclose(w.sum(1), 1, atol=tol))
-
-
-def is_column_stochastic(w, tol: float = 1e-8) -> bool:
-    """Non-negative with columns summing to one: what push-sum needs."""
-    w = np.asarray(w)
-    return bool((w >= -tol).all() and np.allclose(w.sum(0), 1, atol=tol))
-
-
-def is_symmetric(w, tol: float = 1e-12) -> bool:
-    return bool(np.allclose(w, np.asarray(w).T, atol=tol))
-
-
-def is_connected(w) -> bool:
-    """Strongly connected as a directed graph (edge j -> i where ``W[i, j] > 0``)."""
-    return nx.is_strongly_connected(nx.from_numpy_array((np.asarray(w) > 0).T, create_using=nx.DiGraph))
-
-
-def eigenvalues(w) -> np.ndarray:
-    """Eigenvalues of W sorted by real part, largest first."""
-    ev = np.linalg.eigvals(np.asarray(w))
-    return ev[np.argsort(-ev.real, kind="stable")]
-
-
-def lambda2(w) -> float:
-    """Second largest eigenvalue (real part); ``1 - lambda2`` is the gap of a symmetric W."""
-    return float(eigenvalues(w)[1].real) if len(w) > 1 else 0.0
-
-
-def lambda_min(w) -> float:
-    """Smallest eigenvalue (real part); D2 needs it above -1/3."""
-    return float(eigenvalues(w)[-1].real)
-
-
-def contraction(w) -> float:
-    """``rho = ||W - J||_2``: one gossip round shrinks the distance to the average by at least rho."""
-    w = np.asarray(w)
-    return float(np.linalg.norm(w - 1.0 / len(w), 2))
-
-
-def spectral_gap(w) -> float:
-    """``1 - ||W - J||_2``, positive for a connected doubly stochastic W with a self-loop."""
-    return 1.0 - contraction(w)
-
-
-def period_product(schedule, start: int = 0, steps: int | None = None) -> np.ndarray:
-    """``W_{start+steps-1} ... W_{start}``: the mixing of one period of a schedule."""
-    steps = steps or schedule.period or 1
-    p = np.eye(schedule.n)
-    for t in range(start, start + steps):
-        p = schedule.at(t).W @ p
-    return p
+# ---------------------------------------------------------------- analysis (the matrix figures live in mpidec.spectral)
 
 
 def summary(topo) -> dict:
