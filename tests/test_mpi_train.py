@@ -46,10 +46,11 @@ def test_every_algorithm_learns_the_digits(world, shared_dir, name):
         check_record(record)
     losses = [r["loss"] for r in records if r["event"] == "train"]
     assert summary["status"] == "finished" and summary["steps"] == 33 and summary["world_size"] == world.Get_size()
-    assert len(losses) == 11
+    asynchronous = hasattr(optim.by_name(name), "finish")  # evaluates at the start and the end only
+    # asynchronous: rank 0 records at its own pace, so how many of the 33 steps are its own is timing
+    assert 2 <= len(losses) <= 11 if asynchronous else len(losses) == 11
     assert losses[-1] < 0.7 * losses[0], losses
     assert summary["test_accuracy"] > 0.5
-    asynchronous = hasattr(optim.by_name(name), "finish")  # evaluates at the start and the end only
     assert [r["epoch"] for r in records if r["event"] == "eval"] == ([0.0, 3.0] if asynchronous else
                                                                      [0.0, 1.0, 2.0, 3.0])
 
