@@ -112,8 +112,8 @@ class AsyncTrainer(Trainer):
         return ticket, now
 
     def _wind_up(self, status: str) -> str:
-        """``finish()`` (every rank out of ``step()``), the exact sample count, the last record,
-        the final evaluation, and the checkpoint."""
+        """``finish()`` (every rank out of ``step()``), the exact sample count, the status it
+        gives, the last record, the final evaluation, and the checkpoint."""
         self.optimizer.finish(average=False)  # each rank keeps its own model; the evaluation averages
         if self.counter is not None:
             self.counter.free()
@@ -122,6 +122,9 @@ class AsyncTrainer(Trainer):
         self.run_steps = 0
         self.steps_per_rank = [steps for _, steps in gathered]
         self.step = self.samples // self.global_batch
+        # the same status on every rank: a rank may have seen the end of the budget, and
+        # another a stop request added after it; what counts is whether the samples are done
+        status = "finished" if self.samples >= self.total_steps * self.global_batch else "preempted"
         if status == "finished":
             if self.rank == 0 and self.interval.steps:
                 self._record(self.samples, ((self.last_train or {}).get("step", 0) * self.global_batch,
