@@ -1,6 +1,7 @@
 """Stopping a real ``mpiexec -n 4 mpidec train`` job with real signals, from outside.
 
-The model's checkpoint takes seconds (tests/harness/heavy_train.py: a ballast buffer), more
+The model's checkpoint takes seconds (tests/harness/heavy_train.py: a ballast buffer and a
+slow disk of 3 s per checkpoint file), more
 than Open MPI's default 2 s between its first signal to the ranks and SIGKILL, so these runs
 set ``OMPI_MCA_odls_base_sigkill_timeout`` as jobs/local.sh does. Each test bounds its jobs
 with a timeout: a job that hangs fails the test instead of stalling the suite.
@@ -28,7 +29,7 @@ HEAVY = ["tests/harness/heavy_train.py", "--model", "heavy_cnn"]  # checkpoints 
 
 def launch(out, *extra, program=HEAVY):
     env = {**os.environ, "OMPI_MCA_odls_base_sigkill_timeout": str(KILL_TIMEOUT), "MPIDEC_TEST_BALLAST_MB": "64",
-           "OMP_NUM_THREADS": "1"}
+           "MPIDEC_TEST_SLOW_DISK_S": "3", "OMP_NUM_THREADS": "1"}
     cmd = ["mpiexec", "-n", "4", sys.executable, *program, *SETTINGS, "--out", str(out), *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
