@@ -5,7 +5,7 @@
 # Exits non-zero when anything fails on any rank. Every MPI run is bounded in time:
 # a test that runs past MPIDEC_TEST_TIMEOUT (180 s) aborts the job, and the whole
 # mpiexec is killed after MPIDEC_SUITE_TIMEOUT (1800 s).
-#   MPIDEC_STAGES="mpi cluster slurm"   the stages to run after the MPI tests (default: all)
+#   MPIDEC_STAGES="mpi cluster slurm"   the stages to run after the MPI tests (default: all; "" none)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 jobs/setup.sh
@@ -18,6 +18,6 @@ echo "== MPI tests: mpiexec -n 4"
 timeout -k 30 "${MPIDEC_SUITE_TIMEOUT:-1800}" \
     "${MPIEXEC[@]}" -n 4 python -m pytest -q --color=no --with-mpi -m mpi tests
 
-for stage in ${MPIDEC_STAGES:-mpi cluster slurm}; do
+for stage in ${MPIDEC_STAGES-mpi cluster slurm}; do
     "tests/stage_$stage.sh"
 done
