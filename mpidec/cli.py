@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from .runtime import launch_rank
 
@@ -27,6 +28,17 @@ class _Parser(argparse.ArgumentParser):
     def _print_message(self, message, file=None):
         if launch_rank() == 0:
             super()._print_message(message, file)
+
+    def exit(self, status=0, message=None):
+        _let_rank_0_speak(status)
+        super().exit(status, message)
+
+
+def _let_rank_0_speak(status: int) -> None:
+    """On ranks other than 0, wait a moment before a failing exit: mpiexec ends the whole job
+    at the first non-zero exit status, maybe before rank 0 has printed why."""
+    if status and launch_rank() != 0:
+        time.sleep(1.0)
 
 
 def _topology_problem(args) -> str | None:
@@ -132,7 +144,9 @@ def main(argv=None) -> int:
 
         signals.catch()  # first: a signal during imports or start-up becomes a stop request, not a kill
     args = parser().parse_args(argv)
-    return args.run(args)
+    status = args.run(args)
+    _let_rank_0_speak(status)
+    return status
 
 
 if __name__ == "__main__":
