@@ -62,3 +62,8 @@ def training_worker(comm, problem, total_steps, lr, momentum=0.0, slow_rank=None
     opt.finish(average=False)
     counter.free()
     return x.detach().numpy().copy(), opt.steps
+
+
+def gather(comm, value) -> np.ndarray:
+    """Every rank's ``value``, stacked in rank order (collective)."""
+    return np.stack(comm.allgather_object(value))

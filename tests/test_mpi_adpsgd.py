@@ -4,22 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from adpsgd_workers import initial_models, interpolating_problem, training_worker, zero_gradient_worker
+from adpsgd_workers import gather, initial_models, interpolating_problem, training_worker, zero_gradient_worker
 from mpidec import topology as T
 from mpidec.optim import ADPSGD
 
 pytestmark = pytest.mark.mpi(min_size=2)
-
-
-@pytest.fixture(scope="module")
-def comm():
-    from mpidec.comm import MPICommunicator
-
-    return MPICommunicator()
-
-
-def gather(comm, value) -> np.ndarray:
-    return np.stack(comm.allgather_object(value))
 
 
 def test_window_average_is_exact_over_mixed_dtypes(comm):

@@ -46,13 +46,6 @@ def test_horovod_allreduce_gives_exact_numbers(world):
     assert out.tolist() == (np.arange(5) * n * (n + 1) / 2).tolist()
 
 
-@pytest.fixture(scope="module")
-def comm():
-    from mpidec.comm import MPICommunicator
-
-    return MPICommunicator()
-
-
 @pytest.mark.parametrize("name", list(T.BUILDERS))
 def test_neighbour_average_equals_dense_for_every_builder(comm, name):
     topo = T.build(name, comm.size) if name != "hypercube" or comm.size & (comm.size - 1) == 0 else None

@@ -11,20 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from adpsgd_workers import initial_models, interpolating_problem, training_worker, zero_gradient_worker
+from adpsgd_workers import gather, initial_models, interpolating_problem, training_worker, zero_gradient_worker
 
 pytestmark = pytest.mark.mpi(min_size=4)
-
-
-@pytest.fixture(scope="module")
-def comm():
-    from mpidec.comm import MPICommunicator
-
-    return MPICommunicator()
-
-
-def gather(comm, value) -> np.ndarray:
-    return np.stack(comm.allgather_object(value))
 
 
 def test_ranks_span_hosts_and_windows_get_a_progress_thread(comm):
