@@ -111,7 +111,7 @@ def test_localsgd_reads_momentum_and_period_from_each_group():
         a, b = torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)
         opt = optim.LocalSGD([{"params": [a], "momentum": 0.9}, {"params": [b], "period": 2}], lr=0.1, comm=comm)
         (a.sum() + b.sum()).backward()
-        return [t.numel() for t in opt._exchanged(opt._buckets[0].pairs)]
+        return [t.numel() for t in opt._to_send(opt._buckets[0].pairs)]
 
     # step 0: a's group averages (period 1) with its momentum; b's (period 2, momentum 0) waits
     assert Simulator(2, T.ring(2)).run(node) == [[2, 2]] * 2

@@ -43,7 +43,8 @@ class ADPSGD(DecentralizedOptimizer):
     optimizer. End with :meth:`finish` on every worker.
     """
 
-    gossips = False  # no synchronous gossip: no consensus estimate or control
+    exchange = "one_sided"      # nothing collective: the average is in _after, through the window
+    estimates_consensus = False  # no synchronous gossip: no consensus estimate or control
     default_topology = "ring"
 
     tuning = ()
@@ -57,7 +58,7 @@ class ADPSGD(DecentralizedOptimizer):
         self._rng = random.Random(self.comm.rank)
         self._window = self.comm.model_window(self.params)
 
-    def _exchanged(self, pairs):
+    def _to_send(self, pairs):
         return []  # nothing collective: the average is one-sided, in _after
 
     def _overflowed(self, here: bool) -> bool:

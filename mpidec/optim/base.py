@@ -9,10 +9,9 @@ gradient starts before ``step()``, except where the averaged gradient itself is 
 result of ``backward()`` (PmSGD's overlap, as in DDP: see :mod:`mpidec.optim.pmsgd`).
 
 Subclasses write the update rule in three parts per bucket of parameters: ``_before``
-(local, before communication), ``_exchanged`` (what to communicate: gossip for
-decentralized algorithms, allreduce for the others) and ``_after``. ``step()`` runs the
-buckets as a pipeline: a bucket's exchange is in flight while the next bucket's local part
-is computed. A parameter without a gradient in a step takes no local gradient step (as in
+(local, before communication), ``_to_send`` (the tensors to communicate; the class's
+``exchange`` says how) and ``_after``. ``step()`` runs the buckets as a pipeline: a
+bucket's exchange is in flight while the next bucket's local part is computed. A parameter without a gradient in a step takes no local gradient step (as in
 ``torch.optim.SGD``) but still takes part in every exchange, so the fused buffers have the
 same layout on every rank.
 
@@ -43,8 +42,18 @@ from .buckets import make_buckets
 class DecentralizedOptimizer(Optimizer):
     """Base class: the arguments every algorithm takes (see the module docstring).
 
-    ``gossips``: whether the algorithm averages with neighbours (False for the allreduce
-    baselines, which then have no consensus estimate or control).
+    Two class attributes say what the exchange is, each switching one thing:
+
+    ``exchange``: what :meth:`_start_exchange` does with a bucket's tensors (those of
+    :meth:`_to_send`): ``"neighbor_average"``, one synchronous gossip round
+    ``x_i <- sum_j W[i, j] x_j`` (where ``wire_dtype`` applies); ``"allreduce"``, the mean
+    over all workers; any other name is an algorithm's own exchange, and the algorithm
+    overrides :meth:`_start_exchange` (``"majority_vote"``, ``"compressed_gossip"``,
+    ``"one_sided"``).
+
+    ``estimates_consensus``: whether the exchange yields this rank's consensus residual,
+    so that :meth:`consensus_estimate` and ``consensus_control`` apply (the synchronous
+    neighbour averages do; allreduce, the vote and AD-PSGD's one-sided averages do not).
 
     ``comm``: a :class:`mpidec.comm.Communicator` (default: the MPI one over the world);
     ``topology``: the graph gossiped over (default: ``default_topology`` over the world, the
@@ -74,7 +83,8 @@ class DecentralizedOptimizer(Optimizer):
     number of the update, which always sees unscaled gradients.
     """
 
-    gossips = True
+    exchange = "neighbor_average"     # what _start_exchange does: see the class docstring
+    estimates_consensus = True        # the exchange yields the consensus residual (class docstring)
     push_sum = False                  # True: takes column-stochastic topologies (SGP); else doubly stochastic only
     default_topology = "exponential"  # a builder in mpidec.topology, over the world
     options: dict = {}                # the algorithm's own options and their defaults (they fix
@@ -92,10 +102,10 @@ class DecentralizedOptimizer(Optimizer):
         if unknown:
             own = ", ".join(f"{k}={v!r}" for k, v in self.options.items()) or "none"
             raise TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r} (its own options: {own})")
-        if consensus_control is not None and not self.gossips:
+        if consensus_control is not None and not self.estimates_consensus:
             raise ValueError(f"{name} does not gossip: consensus control applies "
                              "to the gossip algorithms (DSGD, DmSGD, DecentLaM, QGDmSGD, D2)")
-        if wire_dtype is not None and not self.gossips:
+        if wire_dtype is not None and self.exchange != "neighbor_average":
             raise ValueError(f"{name} does not gossip: wire_dtype applies to the gossip algorithms "
                              "(DSGD, DmSGD, DecentLaM, QGDmSGD, D2)")
         self.wire_dtype = as_wire_dtype(wire_dtype)
@@ -202,7 +212,7 @@ class DecentralizedOptimizer(Optimizer):
             if bucket.handle is not None:
                 residual += bucket.handle.wait() or 0.0
                 bucket.handle = None
-        if self.gossips:
+        if self.estimates_consensus:
             self._control_consensus(residual)
         for bucket in self._buckets:
             self._after(bucket.pairs)
@@ -212,7 +222,7 @@ class DecentralizedOptimizer(Optimizer):
     def _before(self, pairs) -> None:
         """The local part, before communication, for one bucket of ``(param, group)``."""
 
-    def _exchanged(self, pairs) -> list:
+    def _to_send(self, pairs) -> list:
         """The tensors this bucket communicates this step (none: no communication)."""
         return [p for p, _ in pairs]
 
@@ -222,16 +232,19 @@ class DecentralizedOptimizer(Optimizer):
     def _launch(self, bucket) -> None:
         """Run a bucket's local part and start its exchange."""
         self._before(bucket.pairs)
-        bucket.tensors = self._exchanged(bucket.pairs)
+        bucket.tensors = self._to_send(bucket.pairs)
         if bucket.tensors:
             bucket.handle = self._start_exchange(bucket)
 
     def _start_exchange(self, bucket):
-        """Gossip (with the consensus measure) or allreduce of ``bucket.tensors``; returns a handle."""
-        if self.gossips:
+        """Start the ``exchange`` of ``bucket.tensors`` (gossip with the consensus measure, or
+        allreduce); returns a handle. Algorithms with their own exchange override it."""
+        if self.exchange == "neighbor_average":
             return self.comm.neighbor_average_async(bucket.tensors, self.steps, self.topology,
                                                     measure=self.measure_consensus, wire_dtype=self.wire_dtype)
-        return self.comm.allreduce_async(bucket.tensors)
+        if self.exchange == "allreduce":
+            return self.comm.allreduce_async(bucket.tensors)
+        raise NotImplementedError(f"{type(self).__name__}: exchange {self.exchange!r} needs its own _start_exchange")
 
     # -------------------------------------------------------------- mixed precision
 

@@ -45,6 +45,7 @@ class CHOCO(DecentralizedOptimizer):
     ``||X' - S||`` (DSGD's for the identity); consensus control and ``wire_dtype`` do not apply.
     """
 
+    exchange = "compressed_gossip"  # _start_exchange below; estimates_consensus as the base
     options = {"compressor": "top_k", "ratio": 0.01, "gamma": 0.2, "seed": 0}
 
     def __init__(self, params, lr, *, topology=None, **kwargs):

@@ -47,7 +47,8 @@ class DiLoCo(DecentralizedOptimizer):
     ``A`` starts as each worker's own model at its first step.
     """
 
-    gossips = False  # set per instance from ``averaging``
+    exchange = "allreduce"  # both set per instance from ``averaging``
+    estimates_consensus = False
     options = {"inner": "SGD", "period": 8, "outer_lr": 0.7, "outer_momentum": 0.9, "outer_nesterov": True,
                "averaging": "allreduce"}
 
@@ -65,7 +66,8 @@ class DiLoCo(DecentralizedOptimizer):
         for what in ("inner", "averaging"):
             if len({group[what] for group in self.param_groups}) > 1:
                 raise ValueError(f"DiLoCo: {what} must be the same in every parameter group")
-        self.gossips = self.param_groups[0]["averaging"] == "gossip"
+        if self.param_groups[0]["averaging"] == "gossip":
+            self.exchange, self.estimates_consensus = "neighbor_average", True
         self.inner = given or build_inner(self.param_groups[0]["inner"], self.param_groups)
         if not all(a is b for a, b in zip(self.inner.param_groups, self.param_groups)):
             raise ValueError("DiLoCo.wrap: the inner optimizer must be built on the same parameter groups")
@@ -103,7 +105,7 @@ class DiLoCo(DecentralizedOptimizer):
         if any(bucket.tensors for bucket in self._buckets):  # keep the estimate of the last average
             super()._control_consensus(residual)
 
-    def _exchanged(self, pairs):
+    def _to_send(self, pairs):
         return [p for p, group in pairs if self._syncs_now(group)]
 
     def _after(self, pairs):

@@ -39,7 +39,7 @@ class DmSGD(DecentralizedOptimizer):
     def _before(self, pairs):
         self._local_sgd_step(pairs)
 
-    def _exchanged(self, pairs):
+    def _to_send(self, pairs):
         params = [p for p, _ in pairs]
         momenta = [self._buffer(p, "momentum_buffer") for p, group in pairs
                    if group["variant"] == "yu" and group["momentum"] > 0]

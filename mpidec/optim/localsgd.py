@@ -21,7 +21,8 @@ class LocalSGD(DecentralizedOptimizer):
     step. What is averaged depends on the final gradients: the exchange starts in ``step()``.
     """
 
-    gossips = False
+    exchange = "allreduce"
+    estimates_consensus = False
     options = {"period": 1, "momentum_sync": "average"}
 
     def _check_group(self, group):
@@ -41,7 +42,7 @@ class LocalSGD(DecentralizedOptimizer):
             if group["momentum"] and group["momentum_sync"] == "clear" and self._averages_now(group):
                 self._buffer(p, "momentum_buffer").zero_()
 
-    def _exchanged(self, pairs):
+    def _to_send(self, pairs):
         now = [(p, group) for p, group in pairs if self._averages_now(group)]
         momenta = [self._buffer(p, "momentum_buffer") for p, group in now
                    if group["momentum"] and group["momentum_sync"] == "average"]

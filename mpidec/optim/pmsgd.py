@@ -31,7 +31,8 @@ class PmSGD(DecentralizedOptimizer):
     step, as in ``torch.optim.SGD`` and DDP).
     """
 
-    gossips = False
+    exchange = "allreduce"
+    estimates_consensus = False
 
     def __init__(self, params, lr, **kwargs):
         super().__init__(params, lr, **kwargs)
@@ -48,7 +49,7 @@ class PmSGD(DecentralizedOptimizer):
         super().zero_grad(set_to_none)
         self._averaged = False
 
-    def _exchanged(self, pairs):
+    def _to_send(self, pairs):
         """The gradients (zeros where missing) and, last, which of them this rank has."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p, _ in pairs]
         first = pairs[0][0]

@@ -54,7 +54,7 @@ class SGP(DecentralizedOptimizer):
         for with_grad, directions, lr in steps:
             torch._foreach_add_(with_grad, directions, alpha=-lr)                     # X - lr M
 
-    def _exchanged(self, pairs):
+    def _to_send(self, pairs):
         params = [p for p, _ in pairs]
         return params + self._weights(params)
 

@@ -23,7 +23,8 @@ class SignumMV(DecentralizedOptimizer):
     the final gradients: it starts in ``step()``.
     """
 
-    gossips = False
+    exchange = "majority_vote"  # _start_exchange below
+    estimates_consensus = False
 
     def __init__(self, params, lr, *, momentum=0.9, **kwargs):
         super().__init__(params, lr, momentum=momentum, **kwargs)
@@ -39,7 +40,7 @@ class SignumMV(DecentralizedOptimizer):
             if p.grad is not None and group["momentum"]:
                 self._buffer(p, "momentum_buffer").mul_(group["momentum"]).add_(p.grad)
 
-    def _exchanged(self, pairs):
+    def _to_send(self, pairs):
         def signal(p, group):
             if group["momentum"]:
                 return self._buffer(p, "momentum_buffer")

@@ -38,6 +38,6 @@ class GT(DecentralizedOptimizer):
             torch._foreach_copy_(previous, grads)
             torch._foreach_add_(params, self._momentum_directions(params, trackers, group), alpha=-group["lr"])
 
-    def _exchanged(self, pairs):
+    def _to_send(self, pairs):
         params = [p for p, _ in pairs]
         return params + [self._buffer(p, "tracker") for p in params]
