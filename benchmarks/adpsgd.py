@@ -25,7 +25,6 @@ import time
 
 import torch
 
-import mpidec
 from mpidec import optim, topology
 from mpidec.atomic import save_figure, write_json
 from mpidec.comm import MPICommunicator
@@ -112,8 +111,7 @@ def main():
     parser.add_argument("--plot", default="docs/figures/adpsgd.png")
     args = parser.parse_args()
 
-    world = mpidec.init()
-    comm = MPICommunicator(topology.ring(world.Get_size()))
+    comm = MPICommunicator()
     n, slow_rank = comm.size, args.slow_rank if args.slow_rank is not None else comm.size - 1
     data = Teacher()
     for algorithm in ALGORITHMS:  # warm-up: Horovod, graph communicators, windows

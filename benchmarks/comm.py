@@ -54,8 +54,8 @@ def main():
     world = mpidec.init()
     n, rank = world.Get_size(), world.Get_rank()
     ring, expo = topology.ring(n), topology.exponential(n)
-    comm = MPICommunicator(ring)
-    mpi_comm = MPICommunicator(ring, allreduce="mpi")
+    comm = MPICommunicator()
+    mpi_comm = MPICommunicator(allreduce="mpi")
     rows = []
     for nbytes in [p for p in PAYLOADS if p <= args.max_bytes]:
         numel = nbytes // 4
@@ -64,11 +64,11 @@ def main():
         recv = torch.empty(2, numel)
         w = ring.W[rank, [rank, (rank - 1) % n, (rank + 1) % n]].tolist()
         bytes_before = comm._pool.allocated_bytes
-        comm.neighbor_average([x])  # the ring's first exchange at this size makes its buffer
+        comm.neighbor_average([x], ring)  # the ring's first exchange at this size makes its buffer
         ring_buffer_bytes = comm._pool.allocated_bytes - bytes_before
         methods = {"raw_ring": lambda: raw_ring(world, x, recv, w),
-                   "mpidec_ring": lambda: comm.neighbor_average([x]),
-                   "mpidec_exponential": lambda: comm.neighbor_average([x], topology=expo),
+                   "mpidec_ring": lambda: comm.neighbor_average([x], ring),
+                   "mpidec_exponential": lambda: comm.neighbor_average([x], expo),
                    "mpi_allreduce": lambda: mpi_comm.allreduce([x])}
         if comm.allreduce_backend == "horovod":
             methods["horovod_allreduce"] = lambda: comm.allreduce([x])
@@ -79,7 +79,7 @@ def main():
         row["extra_memory_over_payload"] = ring_buffer_bytes / nbytes  # target: in-degree + 1 = 3
         before_steady = comm._pool.allocations
         for _ in range(3):
-            comm.neighbor_average([x])
+            comm.neighbor_average([x], ring)
         row["steady_state_allocations"] = comm._pool.allocations - before_steady
         rows.append(row)
         if rank == 0:

@@ -106,7 +106,7 @@ def run_simulated(n, steps, labels):
     shards, test = data(n)
     rows = {}
     for label in labels:
-        results = Simulator(n, topology.ring(n)).run(worker, shards, test, label, steps)
+        results = Simulator(n).run(worker, shards, test, label, steps)
         rows[label] = summarise(results, model_bytes=sum(p.numel() * 4 for p in model().parameters()))
         report(label, rows[label])
     return rows

@@ -83,7 +83,7 @@ def worker(comm, shards, test, algorithm, lrs, steps, batch, control, distances)
 
 def run(n, shards, test, algorithm, steps, control=None):
     distances = []
-    results = Simulator(n, topology.ring(n)).run(worker, shards, test, algorithm, (0.1, 0.01), steps, 32, control,
+    results = Simulator(n).run(worker, shards, test, algorithm, (0.1, 0.01), steps, 32, control,
                                                  distances)
     averaged, _, rounds = results[0]
     messages = rounds * 2 if algorithm != "PmSGD" else steps * 2 * (n - 1) / n

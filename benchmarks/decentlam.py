@@ -31,7 +31,7 @@ def run(problem, topo, algorithm, batch, lr, steps, seed):
         return optim.by_name(algorithm)(params, lr=lr, momentum=0.9, topology=topo, comm=comm,
                                         measure_consensus=False)
 
-    results = Simulator(problem.n, topo).run(problem.worker, make, steps, batch, seed)
+    results = Simulator(problem.n).run(problem.worker, make, steps, batch, seed)
     models = [w for w, _ in results]
     return float(np.mean([problem.global_loss(w) for w in models]) - problem.optimum_loss)
 

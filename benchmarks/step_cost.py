@@ -85,7 +85,7 @@ def main():
     rows = [{"algorithm": "SGD + raw exchange", "ratio": 1.0,
              "buffers_x_model": (tensor_bytes([recv]) + model_bytes) / model_bytes}]  # recv + the packed copy
     for name, kwargs in CASES:
-        comm = MPICommunicator(ring)
+        comm = MPICommunicator()
         kwargs = {"momentum": 0.9, **kwargs}
         opt = optim.by_name(name)(fresh(), lr=0.01, topology=ring, comm=comm, overlap=False, **kwargs)
         times = timed_together(world, {"baseline": baseline, name: opt.step}, args.reps, baseline="baseline")
@@ -118,7 +118,7 @@ def overlap_cost(world, ring, args) -> list:
             torch.manual_seed(0)
             model = torchvision.models.resnet18(num_classes=10)
             extra = {} if overlap else {"bucket_bytes": float("inf")}
-            opt = optim.by_name(name)(model.parameters(), lr=0.01, topology=ring, comm=MPICommunicator(ring),
+            opt = optim.by_name(name)(model.parameters(), lr=0.01, topology=ring, comm=MPICommunicator(),
                                       overlap=overlap, **extra, **kwargs)
             g = torch.Generator().manual_seed(world.Get_rank())
             x, y = torch.randn(args.batch, 3, 32, 32, generator=g), torch.randint(0, 10, (args.batch,), generator=g)

@@ -27,7 +27,7 @@ def main():
     n, r = comm.size, comm.rank
     ring = topology.ring(n)
     x = [torch.full((4,), float(r), dtype=torch.float64)]
-    comm.neighbor_average(x, topology=ring)
+    comm.neighbor_average(x, ring)
     want = sum(float(j) * w for j, w in enumerate(ring.W[r]))
     y = [torch.full((4,), float(r), dtype=torch.float64)]
     comm.allreduce(y)

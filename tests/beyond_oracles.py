@@ -78,7 +78,7 @@ def diloco_trajectory(problem, topology, steps, lr, momentum=0.0, nesterov=False
 
 def simulate(problem, topology, algorithm, steps, **kwargs):
     """``problem.worker`` on the simulator: (nodes, steps, dim) and the optimizers."""
-    results = Simulator(problem.n, topology).run(problem.worker, algorithm, steps, topology=topology, **kwargs)
+    results = Simulator(problem.n).run(problem.worker, algorithm, steps, topology=topology, **kwargs)
     return np.stack([traj for traj, _ in results]), [opt for _, opt in results]
 
 

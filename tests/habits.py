@@ -135,7 +135,7 @@ def check_habit(comm_or_none, algorithm, kwargs, habit, topology):
     """Run the habit (on the simulator when ``comm_or_none`` is None, else on that communicator's
     ranks) and compare every rank's models with the dense replay of the recorded gradients."""
     if comm_or_none is None:
-        results = Simulator(SIMULATED, topology).run(habit_worker, algorithm, habit, topology, **kwargs)
+        results = Simulator(SIMULATED).run(habit_worker, algorithm, habit, topology, **kwargs)
         records = [r for _, r in results]
         mine = {rank: traj for rank, (traj, _) in enumerate(results)}
     else:

@@ -17,7 +17,7 @@ N, LR, STEPS = 6, 0.05, 120
 
 
 def run(problem, topo, steps, algorithm="CHOCO", **kwargs):
-    results = Simulator(problem.n, topo).run(problem.worker, algorithm, steps, lr=LR, topology=topo, **kwargs)
+    results = Simulator(problem.n).run(problem.worker, algorithm, steps, lr=LR, topology=topo, **kwargs)
     return np.stack([traj for traj, _ in results]), [opt for _, opt in results]
 
 
@@ -157,7 +157,7 @@ def test_top_one_percent_converges_to_dsgds_point():
     point of DSGD on ``(1 - gamma) I + gamma W`` (the compression error is fed back)."""
     n, dim, lr, gamma = 4, 200, 0.3, 0.05
     problem, topo = SeparableQuadratic(n, dim), T.ring(n)
-    results = Simulator(n, topo).run(problem.worker, 1000, lr=lr, topology=topo, compressor="top_k", ratio=0.01,
+    results = Simulator(n).run(problem.worker, 1000, lr=lr, topology=topo, compressor="top_k", ratio=0.01,
                                      gamma=gamma)
     got = np.stack([x for x, _ in results])
     want = lazy_fixed_point(problem.H, problem.c, topo.W, lr, gamma)
@@ -188,7 +188,7 @@ def bytes_per_step(compressor, ratio, size=10_000, n=4, dtype=torch.float32):
         opt.step()
         return sum(sent), opt.last_step_bytes
 
-    return Simulator(n, T.ring(n)).run(node)[0]
+    return Simulator(n).run(node)[0]
 
 
 def test_bytes_on_the_wire_are_the_compressed_payload():
@@ -225,7 +225,7 @@ def test_resume_from_state_dict_is_exact():
             resumed.step()
         return torch.cat(params).detach().numpy()
 
-    got = np.stack(Simulator(N, topo).run(node))
+    got = np.stack(Simulator(N).run(node))
     np.testing.assert_array_equal(got, straight[:, -1])
 
 
@@ -243,5 +243,5 @@ def test_bad_settings_are_clear_errors(kwargs, message):
         optim.CHOCO([torch.zeros(3, requires_grad=True)], lr=0.1, comm=comm, **kwargs)
 
     with pytest.raises(RuntimeError) as info:
-        Simulator(4, T.ring(4)).run(node)
+        Simulator(4).run(node)
     assert message in str(info.value.__cause__)

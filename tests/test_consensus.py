@@ -21,7 +21,7 @@ def measure(n, topo, models):
         residual = comm.neighbor_average([t.clone() for t in models[comm.rank]], topology=topo, measure=True)
         return exact, estimate_from_residual(residual, comm)
 
-    return Simulator(n, topo).run(node)
+    return Simulator(n).run(node)
 
 
 @pytest.mark.parametrize("name", SYMMETRIC)
@@ -60,7 +60,7 @@ def _pure_gossip(n, topo, models, control, steps=1):
             rounds.append(opt.last_gossip_rounds)
         return rounds, [p.detach() for p in params], opt.consensus_estimate()
 
-    return Simulator(n, topo).run(node)
+    return Simulator(n).run(node)
 
 
 @pytest.mark.parametrize("factor", [0.5, 0.1, 0.01])
@@ -99,6 +99,6 @@ def test_control_only_in_chosen_phases_and_gradient_target():
 
 
 def test_control_is_refused_for_allreduce_algorithms():
-    comm = Simulator(2, T.ring(2)).comms[0]
+    comm = Simulator(2).comms[0]
     with pytest.raises(ValueError, match="PmSGD does not gossip"):
         PmSGD([torch.zeros(2, requires_grad=True)], lr=0.1, comm=comm, consensus_control=ConsensusControl(0.5, 1.0))

@@ -64,7 +64,7 @@ def test_wrapping_a_built_optimizer_equals_building_it_by_name_and_shares_the_gr
         opt.param_groups[0]["lr"] = 0.5
         return np.stack(out), opt.inner.param_groups[0]["lr"], opt.inner.param_groups[0] is opt.param_groups[0]
 
-    for rank, (traj, inner_lr, shared) in enumerate(Simulator(N, topo).run(wrapped)):
+    for rank, (traj, inner_lr, shared) in enumerate(Simulator(N).run(wrapped)):
         np.testing.assert_array_equal(traj, by_name[rank])
         assert inner_lr == 0.5 and shared
 
@@ -74,7 +74,7 @@ def test_resume_from_state_dict_is_bit_identical(kwargs):
     problem, topo = LeastSquares(N, seed=5), T.random_matching(N, seed=9)
     problem.x0[:] = problem.x0[0]
     full, _ = simulate(problem, topo, "DiLoCo", 30, lr=LR, **kwargs)
-    got = np.stack(Simulator(N, topo).run(resumed_worker(problem, "DiLoCo", topo, 13, 17, lr=LR, **kwargs)))
+    got = np.stack(Simulator(N).run(resumed_worker(problem, "DiLoCo", topo, 13, 17, lr=LR, **kwargs)))
     np.testing.assert_array_equal(got, full)
 
 
@@ -86,6 +86,6 @@ def test_resume_from_state_dict_is_bit_identical(kwargs):
     ({"averaging": "ring"}, "invalid averaging 'ring'"),
 ])
 def test_bad_settings_are_refused_with_the_argument_to_change(kwargs, message):
-    comm = Simulator(2, T.ring(2)).comms[0]
+    comm = Simulator(2).comms[0]
     with pytest.raises(ValueError, match=message):
         optim.DiLoCo([torch.zeros(2, requires_grad=True)], lr=0.1, comm=comm, **kwargs)

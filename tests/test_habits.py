@@ -83,14 +83,14 @@ def test_dsgd_parameter_without_gradient_takes_no_local_step_but_is_gossiped():
     x = np.arange(N, dtype=float)
     has_b = np.array([r % 2 == 0 for r in range(N)])
     want_a, want_b = W @ (x - 0.1), W @ (x - 0.1 * has_b)
-    for rank, (a, b, b_state) in enumerate(Simulator(N, T.ring(N)).run(node)):
+    for rank, (a, b, b_state) in enumerate(Simulator(N).run(node)):
         np.testing.assert_allclose(a, [want_a[rank]] * 2, rtol=0, atol=1e-15)
         np.testing.assert_allclose(b, [want_b[rank]] * 2, rtol=0, atol=1e-15)
         assert b_state == has_b[rank]
 
 
 def test_one_keyword_contract():
-    comm = Simulator(2, T.ring(2)).comms[0]
+    comm = Simulator(2).comms[0]
     p = [torch.zeros(3, requires_grad=True)]
     with pytest.raises(TypeError):
         optim.DmSGD(p, 0.1, 0.9)                           # momentum is keyword-only
@@ -103,7 +103,7 @@ def test_one_keyword_contract():
         with pytest.raises(RuntimeError, match="pass every parameter group to the constructor"):
             opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)]})
 
-    Simulator(2, T.ring(2)).run(node)
+    Simulator(2).run(node)
 
 
 def test_localsgd_reads_momentum_and_period_from_each_group():
@@ -114,7 +114,7 @@ def test_localsgd_reads_momentum_and_period_from_each_group():
         return [t.numel() for t in opt._to_send(opt._buckets[0].pairs)]
 
     # step 0: a's group averages (period 1) with its momentum; b's (period 2, momentum 0) waits
-    assert Simulator(2, T.ring(2)).run(node) == [[2, 2]] * 2
+    assert Simulator(2).run(node) == [[2, 2]] * 2
 
 
 def test_ranks_building_different_optimizers_get_one_clear_error():
@@ -123,10 +123,10 @@ def test_ranks_building_different_optimizers_get_one_clear_error():
         return optim.by_name("DSGD" if comm.rank == 0 else "DmSGD")(p, lr=0.1, comm=comm, momentum=0.5)
 
     with pytest.raises(RuntimeError, match="the algorithm differs between ranks: 'DSGD' on rank 0, 'DmSGD' on rank 1"):
-        Simulator(2, T.ring(2)).run(node)
+        Simulator(2).run(node)
 
     def period(comm):
         return optim.LocalSGD([torch.zeros(3, requires_grad=True)], lr=0.1, comm=comm, period=1 + comm.rank)
 
     with pytest.raises(RuntimeError, match="the algorithm.s options differs between ranks"):
-        Simulator(2, T.ring(2)).run(period)
+        Simulator(2).run(period)

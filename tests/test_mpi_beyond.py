@@ -15,7 +15,7 @@ def check(comm, problem, algorithm, topo, want, **kwargs):
     """This rank's trajectory equals row ``comm.rank`` of ``want`` and the simulator's."""
     mine, _ = problem.worker(comm, algorithm, STEPS, topology=topo, **kwargs)
     np.testing.assert_allclose(mine, want[comm.rank], rtol=1e-10, atol=1e-10)
-    simulated = Simulator(comm.size, topo).run(problem.worker, algorithm, STEPS, topology=topo, **kwargs)
+    simulated = Simulator(comm.size).run(problem.worker, algorithm, STEPS, topology=topo, **kwargs)
     np.testing.assert_allclose(mine, simulated[comm.rank][0], rtol=1e-12, atol=1e-12)
 
 

@@ -29,7 +29,7 @@ def test_mpi_equals_the_simulator_bit_for_bit(comm, compressor, ratio):
     topo, problem = T.exponential(comm.size), LeastSquares(comm.size, seed=32)
     options = dict(lr=LR, topology=topo, compressor=compressor, ratio=ratio, gamma=0.4, momentum=0.5)
     mine, _ = problem.worker(comm, "CHOCO", STEPS, **options)
-    simulated = Simulator(comm.size, topo).run(problem.worker, "CHOCO", STEPS, **options)
+    simulated = Simulator(comm.size).run(problem.worker, "CHOCO", STEPS, **options)
     np.testing.assert_array_equal(mine, simulated[comm.rank][0])
     assert np.abs(mine[-1] - mine[0]).max() > 0.1
 
@@ -70,5 +70,5 @@ def test_mpi_low_precision_wire_equals_the_dense_rule_and_the_simulator(comm, al
     mine, _ = problem.worker(comm, algorithm, STEPS, **options)
     want = dense_trajectory(problem, algorithm, WireTopology(topo, torch.bfloat16), STEPS, LR, **kwargs)[comm.rank]
     np.testing.assert_allclose(mine, want, rtol=1e-10, atol=1e-10)
-    simulated = Simulator(comm.size, topo).run(problem.worker, algorithm, STEPS, **options)
+    simulated = Simulator(comm.size).run(problem.worker, algorithm, STEPS, **options)
     np.testing.assert_array_equal(mine, simulated[comm.rank][0])

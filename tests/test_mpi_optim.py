@@ -20,7 +20,7 @@ def test_mpi_trajectory_equals_dense_and_simulator(comm, algorithm, kwargs, topo
     mine, _ = problem.worker(comm, algorithm, STEPS, lr=LR, topology=topo, **kwargs)
     want = dense_trajectory(problem, algorithm, topo, STEPS, LR, **kwargs)[comm.rank]
     np.testing.assert_allclose(mine, want, rtol=1e-10, atol=1e-10)
-    simulated = Simulator(n, topo).run(problem.worker, algorithm, STEPS, lr=LR, topology=topo, **kwargs)
+    simulated = Simulator(n).run(problem.worker, algorithm, STEPS, lr=LR, topology=topo, **kwargs)
     np.testing.assert_allclose(mine, simulated[comm.rank][0], rtol=1e-12, atol=1e-12)
 
 
@@ -28,6 +28,6 @@ def test_mpi_trajectory_equals_dense_and_simulator(comm, algorithm, kwargs, topo
 def test_mpi_overlapped_buckets_equal_the_simulator(comm, algorithm, kwargs):
     mine, buckets, averaged = mlp_worker(comm, algorithm, overlap=True, bucket_bytes=100, **kwargs)
     assert buckets >= 3 and all(averaged) == (algorithm == "PmSGD")
-    simulated = Simulator(comm.size, T.ring(comm.size)).run(mlp_worker, algorithm, overlap=False,
+    simulated = Simulator(comm.size).run(mlp_worker, algorithm, overlap=False,
                                                             bucket_bytes=float("inf"), **kwargs)
     np.testing.assert_allclose(mine, simulated[comm.rank][0], rtol=1e-12, atol=1e-12)

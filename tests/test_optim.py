@@ -13,7 +13,7 @@ N, LR, STEPS = 6, 0.05, 120
 
 
 def run(problem, topo, algorithm, steps, **kwargs):
-    results = Simulator(problem.n, topo).run(problem.worker, algorithm, steps, lr=LR, topology=topo, **kwargs)
+    results = Simulator(problem.n).run(problem.worker, algorithm, steps, lr=LR, topology=topo, **kwargs)
     return np.stack([traj for traj, _ in results]), [opt for _, opt in results]
 
 
@@ -106,12 +106,12 @@ def test_resume_from_state_dict_is_bit_identical(algorithm, kwargs):
             rest.append(torch.cat(params).detach().numpy().copy())
         return np.concatenate([first, np.stack(rest)])
 
-    got = np.stack(Simulator(N, topo).run(resumed))
+    got = np.stack(Simulator(N).run(resumed))
     np.testing.assert_array_equal(got, full)
 
 
 def test_decentlam_refuses_directed_graphs_and_defaults_to_a_symmetric_one():
-    comm = Simulator(8, T.ring(8)).comms[0]
+    comm = Simulator(8).comms[0]
     p = [torch.zeros(3, requires_grad=True)]
     with pytest.raises(T.TopologyError, match="DecentLaM needs a symmetric mixing matrix and 'exponential' is not"):
         optim.DecentLaM(p, lr=0.1, momentum=0.9, topology=T.exponential(8), comm=comm)
@@ -123,7 +123,7 @@ def test_decentlam_refuses_directed_graphs_and_defaults_to_a_symmetric_one():
 
 
 def test_bad_arguments_are_refused():
-    comm = Simulator(4, T.ring(4)).comms[0]
+    comm = Simulator(4).comms[0]
     p = [torch.zeros(3, requires_grad=True)]
     with pytest.raises(ValueError, match="invalid lr -1"):
         optim.DSGD(p, lr=-1, comm=comm)
@@ -149,4 +149,4 @@ def test_learning_rate_set_after_loading_a_state_reaches_the_update():
         opt.step()
         return p.detach().tolist()
 
-    assert Simulator(2, T.ring(2)).run(node) == [[-1.0, -1.0]] * 2
+    assert Simulator(2).run(node) == [[-1.0, -1.0]] * 2

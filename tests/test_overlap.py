@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from mpidec import topology as T
 from mpidec.comm import Simulator
 from mpidec.optim.buckets import make_buckets
 from oracles import ALGORITHM_CASES, mlp_worker
@@ -14,8 +13,8 @@ N = 4
 
 @pytest.mark.parametrize("algorithm, kwargs", ALGORITHM_CASES, ids=lambda c: str(c))
 def test_bucket_pipeline_and_overlap_equal_one_bucket_without_overlap(algorithm, kwargs):
-    plain = Simulator(N, T.ring(N)).run(mlp_worker, algorithm, overlap=False, bucket_bytes=float("inf"), **kwargs)
-    piped = Simulator(N, T.ring(N)).run(mlp_worker, algorithm, overlap=True, bucket_bytes=100, **kwargs)
+    plain = Simulator(N).run(mlp_worker, algorithm, overlap=False, bucket_bytes=float("inf"), **kwargs)
+    piped = Simulator(N).run(mlp_worker, algorithm, overlap=True, bucket_bytes=100, **kwargs)
     for (a, buckets_a, averaged_a), (b, buckets_b, averaged_b) in zip(plain, piped):
         np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-14)
         assert buckets_a == 1 and buckets_b >= 3

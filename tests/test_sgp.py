@@ -54,7 +54,7 @@ def test_debiased_average_is_exact_with_zero_gradients_where_plain_gossip_drifts
             out.append((p.detach().numpy().copy(), opt.state[p]["push_weight"].item()))
         return out
 
-    runs = Simulator(N, topo).run(node)
+    runs = Simulator(N).run(node)
     mean = x0.mean(axis=0)
     for t in range(steps):
         Z, w = np.stack([r[t][0] for r in runs]), np.array([r[t][1] for r in runs])
@@ -81,7 +81,7 @@ def test_on_a_doubly_stochastic_graph_the_weight_stays_one_and_sgp_is_dmsgd():
 def test_resume_from_state_dict_is_bit_identical(kwargs):
     problem, topo = LeastSquares(N, seed=5), T.random_push(N, seed=9)
     full, _ = simulate(problem, topo, "SGP", 40, lr=LR, **kwargs)
-    got = np.stack(Simulator(N, topo).run(resumed_worker(problem, "SGP", topo, 17, 23, lr=LR, **kwargs)))
+    got = np.stack(Simulator(N).run(resumed_worker(problem, "SGP", topo, 17, 23, lr=LR, **kwargs)))
     np.testing.assert_array_equal(got, full)
 
 
@@ -101,7 +101,7 @@ def test_column_stochastic_topologies_and_their_checks():
         T.from_matrix(topo.W.T, stochastic="column")
     with pytest.raises(T.TopologyError, match="unknown stochastic='rows'"):
         T.from_matrix(np.eye(2), stochastic="rows")
-    comm = Simulator(N, topo).comms[0]
+    comm = Simulator(N).comms[0]
     for name in ("DSGD", "D2", "GT"):
         with pytest.raises(T.TopologyError, match=f"{name} needs a doubly stochastic topology"):
             optim.by_name(name)([torch.zeros(2, requires_grad=True)], lr=0.1, topology=topo, comm=comm)

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from mpidec import optim
-from mpidec import topology as T
 from mpidec.comm import Simulator
 from mpidec.comm import bits
 from oracles import vote_closed_form
@@ -40,7 +39,7 @@ def test_update_equals_minus_lr_times_the_vote_ties_included(n):
         opt.step()
         return p.detach().numpy()
 
-    results = Simulator(n, T.ring(n)).run(node)
+    results = Simulator(n).run(node)
     want = x0.numpy() - lr * vote_closed_form([g.numpy() for g in grads])
     for got in results:
         np.testing.assert_array_equal(got, want)
@@ -66,7 +65,7 @@ def test_signum_uses_the_momentum_sign_and_decoupled_weight_decay():
     for grads in steps:
         m = [beta * mi + gi.numpy() for mi, gi in zip(m, grads)]
         x = x - lr * (vote_closed_form(m) + wd * x)
-    for got in Simulator(n, T.ring(n)).run(node):
+    for got in Simulator(n).run(node):
         np.testing.assert_allclose(got, x, rtol=0, atol=1e-15)
 
 

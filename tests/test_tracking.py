@@ -58,7 +58,7 @@ def test_tracker_and_model_travel_in_one_exchange_per_step():
             opt.step()
         return calls, sorted(opt.state[params[0]])
 
-    for calls, state in Simulator(4, T.ring(4)).run(node):
+    for calls, state in Simulator(4).run(node):
         assert calls == [4, 4, 4]  # one call a step: 2 params + their 2 trackers
         assert state == ["momentum_buffer", "prev_grad", "tracker"]
 
@@ -67,11 +67,11 @@ def test_tracker_and_model_travel_in_one_exchange_per_step():
 def test_resume_from_state_dict_is_bit_identical(kwargs):
     problem, topo = LeastSquares(N, seed=5), T.random_matching(N, seed=9)
     full, _ = simulate(problem, topo, "GT", 40, lr=LR, **kwargs)
-    got = np.stack(Simulator(N, topo).run(resumed_worker(problem, "GT", topo, 17, 23, lr=LR, **kwargs)))
+    got = np.stack(Simulator(N).run(resumed_worker(problem, "GT", topo, 17, 23, lr=LR, **kwargs)))
     np.testing.assert_array_equal(got, full)
 
 
 def test_refuses_push_sum_topologies():
-    comm = Simulator(4, T.ring(4)).comms[0]
+    comm = Simulator(4).comms[0]
     with pytest.raises(T.TopologyError, match="GT needs a doubly stochastic topology.*use SGP"):
         optim.GT([torch.zeros(2, requires_grad=True)], lr=0.1, topology=T.random_push(4), comm=comm)

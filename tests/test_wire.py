@@ -36,7 +36,7 @@ class WireTopology:
 
 
 def run(problem, topo, algorithm, steps, **kwargs):
-    results = Simulator(problem.n, topo).run(problem.worker, algorithm, steps, lr=LR, topology=topo, **kwargs)
+    results = Simulator(problem.n).run(problem.worker, algorithm, steps, lr=LR, topology=topo, **kwargs)
     return np.stack([traj for traj, _ in results])
 
 
@@ -56,11 +56,11 @@ def test_names_are_accepted_and_bad_uses_refused():
         opt = optim.by_name(algorithm)([torch.zeros(3, requires_grad=True)], lr=0.1, comm=comm, wire_dtype=wire_dtype)
         return opt.wire_dtype
 
-    assert Simulator(2, T.ring(2)).run(node, "DSGD", "bfloat16") == [torch.bfloat16] * 2
+    assert Simulator(2).run(node, "DSGD", "bfloat16") == [torch.bfloat16] * 2
     for algorithm, wire, message in [("PmSGD", torch.float16, "PmSGD does not gossip: wire_dtype applies"),
                                      ("DSGD", "int8", "invalid wire_dtype 'int8': use one of bfloat16, float16")]:
         with pytest.raises(RuntimeError) as info:
-            Simulator(2, T.ring(2)).run(node, algorithm, wire)
+            Simulator(2).run(node, algorithm, wire)
         assert message in str(info.value.__cause__)
 
 
@@ -70,7 +70,7 @@ def test_ranks_must_agree_on_the_wire():
                    wire_dtype=torch.bfloat16 if comm.rank else None)
 
     with pytest.raises(RuntimeError) as info:
-        Simulator(2, T.ring(2)).run(node)
+        Simulator(2).run(node)
     assert "the wire dtype differs between ranks: 'None' on rank 0, 'torch.bfloat16' on rank 1" in str(info.value.__cause__)
 
 
@@ -84,7 +84,7 @@ def test_the_wire_carries_half_the_bytes_of_float32():
         opt.step()
         return sum(sent)
 
-    full, half = (Simulator(4, T.ring(4)).run(node, w)[0] for w in (None, torch.bfloat16))
+    full, half = (Simulator(4).run(node, w)[0] for w in (None, torch.bfloat16))
     assert full == 4000 and half == 2000
 
 

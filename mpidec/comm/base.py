@@ -44,8 +44,10 @@ class Handle:
 
 
 class Communicator(abc.ABC):
-    """One rank's view of the workers: neighbour averages over a topology, allreduce.
+    """One rank's view of the workers: neighbour averages, allreduce, small collectives.
 
+    It knows no topology: every neighbour operation is given the one to use (the
+    optimizer owns its topology; metrics and checkpoints need none).
     ``cuda_aware``: whether the transport may read and write GPU memory directly;
     when it may not, GPU buffers go through pinned host staging buffers.
     """
@@ -53,14 +55,8 @@ class Communicator(abc.ABC):
     rank: int
     size: int
 
-    def __init__(self, rank: int, size: int, topology=None, cuda_aware: bool = False):
+    def __init__(self, rank: int, size: int, cuda_aware: bool = False):
         self.rank, self.size = rank, size
-        if topology is None:
-            from ..topology import exponential
-
-            topology = exponential(size)
-        topology.check_size(size)
-        self.topology = topology
         self.cuda_aware = cuda_aware
         self._pool = fusion.BufferPool(pin_memory=True)
         # static topology -> _Plan, least recently used first; weak, so that the topologies of
@@ -95,7 +91,7 @@ class Communicator(abc.ABC):
 
     # ------------------------------------------------------------ neighbour averaging
 
-    def neighbor_average_async(self, tensors, step: int = 0, topology=None, measure: bool = False,
+    def neighbor_average_async(self, tensors, topology, step: int = 0, *, measure: bool = False,
                                wire_dtype=None) -> Handle:
         """Start ``x_i <- sum_j W[i, j] x_j`` for every tensor, with W = ``topology.at(step)``.
 
@@ -109,7 +105,7 @@ class Communicator(abc.ABC):
         """
         if wire_dtype is not None and not wire_dtype.is_floating_point:
             raise TypeError(f"wire_dtype must be a floating-point dtype, got {wire_dtype}")
-        plan = self._plan((topology or self.topology).at(step))
+        plan = self._plan(topology.at(step))
         finishers = [self._start_group(group, plan, measure, wire_dtype) for group in fusion.groups(tensors)]
 
         def finish():
@@ -118,8 +114,8 @@ class Communicator(abc.ABC):
 
         return Handle(finish)
 
-    def neighbor_average(self, tensors, step: int = 0, topology=None, measure: bool = False, wire_dtype=None):
-        return self.neighbor_average_async(tensors, step, topology, measure, wire_dtype).wait()
+    def neighbor_average(self, tensors, topology, step: int = 0, *, measure: bool = False, wire_dtype=None):
+        return self.neighbor_average_async(tensors, topology, step, measure=measure, wire_dtype=wire_dtype).wait()
 
     def _plan(self, topo) -> "_Plan":
         """The plan of a static topology, cached: at most ``MAX_PLANS``, none beyond its topology's life."""
@@ -166,14 +162,14 @@ class Communicator(abc.ABC):
         self._pool.give(r)
         return value
 
-    def neighbor_allgather_async(self, tensor, step: int = 0, topology=None) -> Handle:
+    def neighbor_allgather_async(self, tensor, topology, step: int = 0) -> Handle:
         """Start gathering the in-neighbours' ``tensor``: ``wait()`` returns a new tensor of
         shape ``(k, *tensor.shape)`` whose row ``r`` is the ``tensor`` of in-neighbour
         ``topology.at(step).in_neighbors(rank)[r]``. Only ``tensor``'s bytes travel (a
         compressed payload, say) and nothing is combined; every rank must pass the same
         shape and dtype at the same call (the transport moves fixed-size rows).
         """
-        plan = self._plan((topology or self.topology).at(step))
+        plan = self._plan(topology.at(step))
         m = self._pool.take((len(plan.sources) + 1, tensor.numel()), tensor.dtype, tensor.device)
         m[0].copy_(tensor.reshape(-1))
         wire = self._staging(m, rows=1)

@@ -56,9 +56,9 @@ class MPICommunicator(Communicator):
     ``max_graphs``: how many graph communicators to keep (least recently used go).
     """
 
-    def __init__(self, topology=None, comm=None, allreduce: str = "auto", max_graphs: int = 64):
+    def __init__(self, comm=None, *, allreduce: str = "auto", max_graphs: int = 64):
         self.comm = comm if comm is not None else runtime.init()
-        super().__init__(self.comm.Get_rank(), self.comm.Get_size(), topology, cuda_aware())
+        super().__init__(self.comm.Get_rank(), self.comm.Get_size(), cuda_aware())
         self._graphs: OrderedDict = OrderedDict()  # edge set -> graph communicator (LRU)
         self._specs: dict = {}                      # buffer -> mpi4py buffer spec
         self._max_graphs = max_graphs

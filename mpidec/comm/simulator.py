@@ -3,7 +3,7 @@
 Each virtual node runs the same code an MPI rank would, in its own thread, with a
 :class:`SimCommunicator` in place of the MPI one::
 
-    sim = Simulator(16, topology=ring(16))
+    sim = Simulator(16)
     results = sim.run(train_one_worker)      # train_one_worker(comm) on 16 threads
 
 Collectives match by order, as in MPI: the k-th collective a node starts meets the
@@ -42,12 +42,12 @@ class _Request:
 class Simulator:
     """A world of ``n`` virtual nodes; ``timeout`` bounds every wait (a deadlock fails)."""
 
-    def __init__(self, n: int, topology=None, timeout: float = 120.0, cuda_aware: bool = True):
+    def __init__(self, n: int, *, timeout: float = 120.0, cuda_aware: bool = True):
         self.n, self.timeout = n, timeout
         self._cond = threading.Condition()
         self._collectives: dict[int, _Collective] = {}
         self._failure: tuple[int, BaseException] | None = None
-        self.comms = [SimCommunicator(self, rank, topology, cuda_aware) for rank in range(n)]
+        self.comms = [SimCommunicator(self, rank, cuda_aware) for rank in range(n)]
 
     def run(self, fn, *args, **kwargs) -> list:
         """Call ``fn(comm, *args, **kwargs)`` on every node in parallel; return the results in rank order."""
@@ -109,8 +109,8 @@ class Simulator:
 class SimCommunicator(Communicator):
     """One virtual node's communicator; collectives meet the other nodes' in order."""
 
-    def __init__(self, world: Simulator, rank: int, topology, cuda_aware: bool):
-        super().__init__(rank, world.n, topology, cuda_aware)
+    def __init__(self, world: Simulator, rank: int, cuda_aware: bool):
+        super().__init__(rank, world.n, cuda_aware)
         self._world = world
         self._seq = 0
 

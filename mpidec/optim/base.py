@@ -117,7 +117,7 @@ class DecentralizedOptimizer(Optimizer):
         if comm is None:
             from ..comm import MPICommunicator
 
-            comm = MPICommunicator(topology)
+            comm = MPICommunicator()
         self.comm = comm
         if topology is None:
             from ..topology import build
@@ -240,7 +240,7 @@ class DecentralizedOptimizer(Optimizer):
         """Start the ``exchange`` of ``bucket.tensors`` (gossip with the consensus measure, or
         allreduce); returns a handle. Algorithms with their own exchange override it."""
         if self.exchange == "neighbor_average":
-            return self.comm.neighbor_average_async(bucket.tensors, self.steps, self.topology,
+            return self.comm.neighbor_average_async(bucket.tensors, self.topology, self.steps,
                                                     measure=self.measure_consensus, wire_dtype=self.wire_dtype)
         if self.exchange == "allreduce":
             return self.comm.allreduce_async(bucket.tensors)
@@ -278,7 +278,7 @@ class DecentralizedOptimizer(Optimizer):
         target = control.target(self.steps, self.param_groups[0]["lr"], self._grad_rms)
         tensors = [t for bucket in self._buckets for t in bucket.tensors]
         while self.last_gossip_rounds < control.max_rounds and estimate_from_residual(residual, self.comm) > target:
-            residual = self.comm.neighbor_average(tensors, self.steps, self.topology, measure=True,
+            residual = self.comm.neighbor_average(tensors, self.topology, self.steps, measure=True,
                                                   wire_dtype=self.wire_dtype)
             self.last_gossip_rounds += 1
 

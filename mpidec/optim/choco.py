@@ -99,7 +99,7 @@ class CHOCO(DecentralizedOptimizer):
             payloads.append(payload)
         wire = torch.cat(payloads)
         self.last_step_bytes += wire.numel() * self._out_degree
-        handle = self.comm.neighbor_allgather_async(wire, self.steps, self.topology)
+        handle = self.comm.neighbor_allgather_async(wire, self.topology, self.steps)
 
         def finish():
             rows = handle.wait()

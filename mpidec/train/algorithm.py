@@ -27,11 +27,11 @@ def resolve(name: str):
         raise ConfigError(f"--algorithm: {exc}") from exc
 
 
-def build(config, params, lr: float, topology):
-    """``by_name(config.algorithm)(params, lr=lr, ..., topology=topology, **config.options)``.
+def build(config, params, lr: float, topology, comm):
+    """``by_name(config.algorithm)(params, lr=lr, ..., topology=topology, comm=comm, **config.options)``.
 
-    Collective (the optimizer makes its communicator and checks that all ranks agree on the
-    algorithm, its options and the model's shapes); the checks that can fail come first and
+    Collective (the optimizer checks that all ranks agree on the algorithm, its options and
+    the model's shapes); the checks that can fail come first and
     fail the same way everywhere.
     """
     cls = resolve(config.algorithm)
@@ -42,6 +42,6 @@ def build(config, params, lr: float, topology):
         raise ConfigError(f"--option {unknown[0]}: {cls.__name__} has no such option (its options: {known})")
     settings = {"momentum": config.momentum, "weight_decay": config.weight_decay, "nesterov": config.nesterov}
     try:
-        return cls(params, lr=lr, topology=topology, **settings, **config.options)
+        return cls(params, lr=lr, topology=topology, comm=comm, **settings, **config.options)
     except (TypeError, ValueError) as exc:  # TopologyError is a ValueError
         raise ConfigError(f"--algorithm {cls.__name__}: {exc}") from exc

@@ -37,6 +37,7 @@ class AsyncTrainer(Trainer):
     """:class:`~mpidec.train.loop.Trainer` for optimizers with ``finish()`` (ADPSGD)."""
 
     asynchronous = True
+    allreduce = "mpi"  # Horovod's background thread must not drive MPI beside the RMA progress thread
 
     def __init__(self, config):
         self.samples = 0           # samples trained on by all ranks, as of the start (or resume)

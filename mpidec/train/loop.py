@@ -52,7 +52,13 @@ def _agree(comm, error: str | None) -> None:
 
 
 class Trainer:
-    """One rank's part of a run: ``Trainer(config).run()`` on every rank."""
+    """One rank's part of a run: ``Trainer(config).run()`` on every rank.
+
+    One communicator serves the optimizer, the metrics, evaluation and checkpoints.
+    ``allreduce``: its backend ('auto': Horovod when it can run here, else MPI).
+    """
+
+    allreduce = "auto"
 
     def __init__(self, config: TrainConfig):
         from ..comm import MPICommunicator
@@ -60,7 +66,7 @@ class Trainer:
         self.config = config.check()
         world = mpidec.init()
         self.rank, self.size = world.Get_rank(), world.Get_size()
-        self.comm = MPICommunicator(allreduce="mpi")  # metrics, evaluation, agreement (no gossip)
+        self.comm = MPICommunicator(allreduce=self.allreduce)
         local_rank = device.local_rank()
         error, saved = None, None
         try:
@@ -73,7 +79,7 @@ class Trainer:
         self.total_steps = config.epochs * self.steps_per_epoch
         self.global_batch = config.batch_size * self.size
         self.schedule = schedules.from_config(config, self.steps_per_epoch, self.size)
-        self.optimizer = algorithm.build(config, self.model.parameters(), self.schedule(0), topology)
+        self.optimizer = algorithm.build(config, self.model.parameters(), self.schedule(0), topology, self.comm)
         self.topology = self.optimizer.topology
         self.interval, self.run_totals = Meter(), Meter()  # metric sums: since the last record, whole run
         self.step = 0
