@@ -1,6 +1,8 @@
 """Figures of a mixing matrix W (numpy / networkx): stochasticity, symmetry, connectivity,
-eigenvalues, contraction and spectral gap. Pure functions of the matrix; ``mpidec.topology``
-uses them to check and describe topologies (and exports them under its own name too)."""
+eigenvalues, contraction and spectral gap. Pure functions of the matrix, and of one period
+of a schedule (:func:`period_product`, :func:`summary`: anything with ``n``, ``period`` and
+``at(step).W``); ``mpidec.topology`` uses them to check and describe topologies (and exports
+them under its own name too)."""
 
 from __future__ import annotations
 
@@ -62,3 +64,15 @@ def period_product(schedule, start: int = 0, steps: int | None = None) -> np.nda
     for t in range(start, start + steps):
         p = schedule.at(t).W @ p
     return p
+
+
+def summary(topo) -> dict:
+    """Spectral figures of a topology, or of one period's product for a schedule (``lambda2``
+    and ``lambda_min`` only for a static topology: one with a ``W``)."""
+    w = topo.W if hasattr(topo, "W") else period_product(topo)
+    out = {"name": topo.name, "n": topo.n, "period": topo.period,
+           "doubly_stochastic": is_doubly_stochastic(w), "symmetric": is_symmetric(w),
+           "connected": is_connected(w), "contraction": contraction(w), "spectral_gap": spectral_gap(w)}
+    if hasattr(topo, "W"):
+        out.update(lambda2=lambda2(w), lambda_min=lambda_min(w))
+    return out

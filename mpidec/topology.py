@@ -31,7 +31,8 @@ import networkx as nx
 import numpy as np
 
 from .spectral import (contraction, eigenvalues, is_column_stochastic, is_connected,  # noqa: F401 (API)
-                       is_doubly_stochastic, is_symmetric, lambda2, lambda_min, period_product, spectral_gap)
+                       is_doubly_stochastic, is_symmetric, lambda2, lambda_min, period_product, spectral_gap,
+                       summary)
 
 _TOL = 1e-9
 
@@ -385,15 +386,28 @@ def build(name: str, n: int) -> Topology | Schedule:
     return BUILDERS[name](check_nodes(n))
 
 
-# ---------------------------------------------------------------- analysis (the matrix figures live in mpidec.spectral)
+# ---------------------------------------------------------------- analysis (matrix figures: mpidec.spectral)
 
 
-def summary(topo) -> dict:
-    """Spectral figures of a topology, or of one period's product for a schedule."""
-    w = topo.W if isinstance(topo, Topology) else period_product(topo)
-    out = {"name": topo.name, "n": topo.n, "period": topo.period,
-           "doubly_stochastic": is_doubly_stochastic(w), "symmetric": is_symmetric(w),
-           "connected": is_connected(w), "contraction": contraction(w), "spectral_gap": spectral_gap(w)}
-    if isinstance(topo, Topology):
-        out.update(lambda2=lambda2(w), lambda_min=lambda_min(w))
-    return out
+def bipartite_roles(topology, rank: int) -> tuple[bool, list[int]]:
+    """(is ``rank`` active, its neighbours): the 2-colouring of the topology's undirected
+    graph, for AD-PSGD's active/passive split (:class:`mpidec.optim.ADPSGD`).
+
+    ``i`` and ``j`` are neighbours when either receives from the other. Rank 0's colour is
+    active; all ranks compute the same colouring.
+    """
+    if not isinstance(topology, Topology):
+        raise TopologyError(f"AD-PSGD picks its own random neighbour every step: give a static topology, "
+                            f"not the schedule {topology.name!r}")
+    if topology.n < 2:
+        raise TopologyError("AD-PSGD needs at least 2 workers to average between")
+    graph = nx.Graph()
+    graph.add_nodes_from(range(topology.n))
+    graph.add_edges_from(topology.edges())
+    if not nx.is_bipartite(graph):
+        raise TopologyError(
+            f"AD-PSGD's active/passive scheme needs a bipartite graph, but topology {topology.name!r} "
+            f"(n={topology.n}) has an odd cycle: use a ring with an even number of workers, a hypercube "
+            "or a torus with even sides")
+    colour = nx.bipartite.color(graph)
+    return colour[rank] == colour[0], sorted(graph.neighbors(rank))

@@ -16,8 +16,8 @@ from adpsgd_workers import (flat, initial_models, interpolating_problem, trainin
 from mpidec import topology as T
 from mpidec.comm import Simulator
 from mpidec.optim import ADPSGD
-from mpidec.optim.adpsgd import bipartite_roles
-from test_harness import mpiexec
+from mpidec.topology import bipartite_roles
+from mpijob import assert_uncaught_ends_the_job, mpiexec
 
 
 def roles(topo):
@@ -190,10 +190,8 @@ def test_finish_ends_with_the_exact_average():
 # ------------------------------------------------------------------ MPI jobs: faults and progress
 
 def test_an_exception_on_one_rank_ends_the_asynchronous_job():
-    rc, out = mpiexec("tests/harness/adpsgd_exception.py")
-    assert rc != 0
-    assert "[rank 1/4] uncaught exception, aborting the whole job" in out
-    assert "RuntimeError: deliberate exception on rank 1 while the others average with it" in out
+    assert_uncaught_ends_the_job("tests/harness/adpsgd_exception.py", 1,
+                                 "RuntimeError: deliberate exception on rank 1 while the others average with it")
 
 
 def _library_version() -> str:

@@ -4,27 +4,12 @@ Each test launches a small 4-rank job and bounds it with a timeout: a job that h
 fails the test instead of stalling the suite.
 """
 
-import os
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
-BOUND = 90  # seconds; the jobs below end in a few seconds when the harness works
-
-
-def mpiexec(*args, env=None):
-    cmd = ["mpiexec", "-n", "4", sys.executable, *args]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=BOUND, cwd=HERE.parent,
-                              env={**os.environ, **(env or {})})
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{' '.join(cmd)} still ran after {BOUND}s: a failure on one rank left the others blocked")
-    return done.returncode, done.stdout + done.stderr
+from mpijob import BOUND, assert_uncaught_ends_the_job, mpiexec
 
 
 def test_an_assertion_failing_on_one_rank_fails_the_suite():
@@ -43,10 +28,7 @@ def test_a_deadlocked_test_is_stopped_by_the_watchdog():
 
 
 def test_an_exception_on_one_rank_ends_every_rank():
-    rc, out = mpiexec("tests/harness/exception_on_one_rank.py")
-    assert rc != 0
-    assert "[rank 1/4] uncaught exception, aborting the whole job" in out
-    assert "RuntimeError: deliberate exception on rank 1" in out
+    assert_uncaught_ends_the_job("tests/harness/exception_on_one_rank.py", 1, "RuntimeError: deliberate exception on rank 1")
 
 
 @pytest.mark.parametrize("how, reason", [("exit3", "sys.exit(3) at "), ("return", "its program ended")])

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import random
 
-import networkx as nx
 import torch
 
-from .. import topology as T
+from ..topology import bipartite_roles
 from .base import DecentralizedOptimizer, by_group
 
 
@@ -98,25 +97,3 @@ class ADPSGD(DecentralizedOptimizer):
             self.comm.allreduce(self.params)
         return int(total)
 
-
-def bipartite_roles(topology, rank: int) -> tuple[bool, list[int]]:
-    """(is ``rank`` active, its neighbours): the 2-colouring of the topology's undirected graph.
-
-    ``i`` and ``j`` are neighbours when either receives from the other. Rank 0's colour is
-    active; all ranks compute the same colouring.
-    """
-    if not isinstance(topology, T.Topology):
-        raise T.TopologyError(f"AD-PSGD picks its own random neighbour every step: give a static topology, "
-                              f"not the schedule {topology.name!r}")
-    if topology.n < 2:
-        raise T.TopologyError("AD-PSGD needs at least 2 workers to average between")
-    graph = nx.Graph()
-    graph.add_nodes_from(range(topology.n))
-    graph.add_edges_from(topology.edges())
-    if not nx.is_bipartite(graph):
-        raise T.TopologyError(
-            f"AD-PSGD's active/passive scheme needs a bipartite graph, but topology {topology.name!r} "
-            f"(n={topology.n}) has an odd cycle: use a ring with an even number of workers, a hypercube "
-            "or a torus with even sides")
-    colour = nx.bipartite.color(graph)
-    return colour[rank] == colour[0], sorted(graph.neighbors(rank))
