@@ -40,15 +40,23 @@ RUNS = [("PmSGD", None, NO_OVERLAP), ("DSGD", "ring", NO_OVERLAP), ("DmSGD", "ri
         ("DecentLaM", "ring", NO_OVERLAP), ("DmSGD", "one_peer_exponential", NO_OVERLAP),
         ("LocalSGD", None, ("period=4", *NO_OVERLAP)), ("SignumMV", None, NO_OVERLAP), ("ADPSGD", "ring", ())]
 FEW_RUNS = [RUNS[0], RUNS[1], RUNS[4], RUNS[7]]
+# compressed gossip (docs/compression.md) where bytes cost most: a bf16 wire and CHOCO's top-k 10%
+COMPRESSED_RUNS = [("DSGD", "ring", ("wire_dtype=bfloat16", *NO_OVERLAP)),
+                   ("CHOCO", "ring", ("compressor=top_k", "ratio=0.1", "gamma=0.4", *NO_OVERLAP))]
 SLOW_RUNS = [RUNS[0], RUNS[1], RUNS[7]]
 # (name, hosts, ranks per host, link rate, slowed host and factor or None, runs), in the order run
 GRID = [
     ("4x1-200mbit", 4, 1, "200mbit", None, RUNS),
     ("4x1-200mbit-slow8", 4, 1, "200mbit", (4, 8), SLOW_RUNS),
     ("2x2-50mbit", 2, 2, "50mbit", None, FEW_RUNS),
-    ("4x1-25mbit", 4, 1, "25mbit", None, RUNS),
+    ("4x1-25mbit", 4, 1, "25mbit", None, RUNS + COMPRESSED_RUNS),
+    ("4x1-200mbit-mobilenet", 4, 1, "200mbit", None, FEW_RUNS),
 ]
 MODEL, EPOCHS = "resnet20", 5   # 0.27 M parameters (1.08 MB), 11 steps per epoch on 4 workers
+DIGITS = ("--dataset", "digits")
+# settings with a larger model: (model, data flags, epochs); MobileNetV2 has 2.24 M parameters
+# (8.9 MB) and needs 3-channel images: the synthetic set at 16x16 (32 steps per epoch on 4 workers)
+LARGER = {"4x1-200mbit-mobilenet": ("mobilenet_v2", ("--dataset", "synthetic", "--image-size", "16"), 2)}
 LR = {"SignumMV": 0.006}  # per 256 samples; sign steps need a small rate (the others: 0.4)
 PROBE_SIZES = (1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22)
 
@@ -112,10 +120,10 @@ def cluster(*args, check=True, env=None) -> subprocess.CompletedProcess:
                           check=check, env={**os.environ, **(env or {})})
 
 
-def train(setting, model, algorithm, topology, options, epochs, out: Path) -> dict:
+def train(setting, model, algorithm, topology, options, epochs, out: Path, data=DIGITS) -> dict:
     """One ``mpidec train`` on the running cluster; returns its step time and accuracy curve."""
     _, hosts, per_host, *_ = setting
-    command = ["python", "-m", "mpidec", "train", "--dataset", "digits", "--model", model, "--algorithm", algorithm,
+    command = ["python", "-m", "mpidec", "train", *data, "--model", model, "--algorithm", algorithm,
                "--batch-size", str(BATCH), "--lr", str(LR.get(algorithm, 0.4)), "--momentum", "0.9",
                "--warmup-epochs", "0", "--decay", "none", "--epochs", str(epochs), "--log-every", "5",
                "--checkpoint-every", "0", "--no-progress", "--out", str(out)]
@@ -141,7 +149,7 @@ def train(setting, model, algorithm, topology, options, epochs, out: Path) -> di
 
 def measure(args) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.resume else {"settings": {}}
-    results.update(model=MODEL, epochs=EPOCHS, batch=BATCH, target=TARGET, allreduce=_allreduce_backend())
+    results.update(model=MODEL, epochs=EPOCHS, batch=BATCH, target=TARGET)
     for setting in GRID:
         name, hosts, per_host, rate, slow, runs = setting
         if args.only and name not in args.only or name in results["settings"]:
@@ -155,11 +163,13 @@ def measure(args) -> None:
             cluster("exec", "--hosts", str(hosts), "--ranks-per-host", str(per_host), "--", "python",
                     str(Path(__file__).resolve()), "probe", str(work / "probe.json"))
             entry = {"hosts": hosts, "per_host": per_host, "rate": rate, "slow": slow,
-                     "probe": json.loads((work / "probe.json").read_text()), "runs": []}
+                     "allreduce": _allreduce_backend(), "probe": json.loads((work / "probe.json").read_text()),
+                     "runs": []}
+            model, data, epochs = LARGER.get(name, (MODEL, DIGITS, EPOCHS))
             for algorithm, topology, options in runs:
-                out = work / f"{MODEL}-{algorithm}-{topology or 'none'}"
-                run = train(setting, MODEL, algorithm, topology, options, EPOCHS, out)
-                entry["runs"].append({"model": MODEL, "algorithm": algorithm, "topology": topology,
+                out = work / f"{model}-{algorithm}-{topology or 'none'}-{len(entry['runs'])}"
+                run = train(setting, model, algorithm, topology, options, epochs, out, data)
+                entry["runs"].append({"model": model, "algorithm": algorithm, "topology": topology,
                                       "options": list(options), **run})
                 print(f"{name} {algorithm} {topology or ''}: "
                       + (f"{run['step_seconds'] * 1e3:.1f} ms/step, to {TARGET}: {run['steps_to_target']} steps"
