@@ -16,7 +16,7 @@ from mpidec import netmodel as M
 from mpidec.atomic import save_figure, write_json
 from mpidec.plan import PROFILES
 
-MODEL_BYTES = 4 * 269_434  # ResNet-20 for 8x8 digits, float32
+MODEL_BYTES = {"resnet20": 4 * 269_434, "mobilenet_v2": 4 * 2_236_682}  # float32, 10 classes
 PROJECTED_WORKERS = (16, 64, 256, 1024)
 # (label, bytes, compute seconds per step): a ResNet-50 step on a current GPU, and ResNet-20
 PROJECTED_MODELS = (("ResNet-50 (102 MB, 100 ms compute)", 4 * 25.6e6, 0.100),
@@ -57,18 +57,40 @@ def network_of(entry, links) -> M.Network:
                      rma_latency=links["rma_latency"], slow=slow, **local)
 
 
+def exchange(run) -> tuple[str, float]:
+    """The model's algorithm and bytes per exchange of a run: a compressed gossip is DSGD's
+    round with its payload (a bfloat16 wire: half the model; CHOCO's top-k: k values and k
+    int32 indices)."""
+    nbytes = MODEL_BYTES[run["model"]]
+    options = dict(option.split("=", 1) for option in run.get("options", ()))
+    if run["algorithm"] == "CHOCO":
+        return "DSGD", nbytes * 2 * float(options["ratio"])
+    if options.get("wire_dtype") == "bfloat16":
+        return run["algorithm"], nbytes / 2
+    return run["algorithm"], nbytes
+
+
+def label(run) -> str:
+    """How the tables name a run: the algorithm, and a compressed wire."""
+    options = dict(option.split("=", 1) for option in run.get("options", ()))
+    if run["algorithm"] == "CHOCO":
+        return f"CHOCO ({options['compressor']} {float(options['ratio']):.0%})"
+    return run["algorithm"] + (" (bf16 wire)" if options.get("wire_dtype") == "bfloat16" else "")
+
+
 def validate(results, links) -> list[dict]:
     """Every measured run: measured step, predicted step (from its own compute time), error."""
     rows = []
-    allreduce = "auto" if results.get("allreduce") == "horovod" else "binomial"
     for name, entry in results["settings"].items():
         net = network_of(entry, links)
+        allreduce = "auto" if entry.get("allreduce") == "horovod" else "binomial"
         for run in entry["runs"]:
             if "failed" in run:
                 continue
-            cost = M.step_cost(net, run["algorithm"], MODEL_BYTES, run["compute_seconds"], topology=run["topology"],
+            algorithm, nbytes = exchange(run)
+            cost = M.step_cost(net, algorithm, nbytes, run["compute_seconds"], topology=run["topology"],
                                period=4, allreduce=allreduce)
-            rows.append({"setting": name, "algorithm": run["algorithm"], "topology": run["topology"],
+            rows.append({"setting": name, "algorithm": label(run), "topology": run["topology"],
                          "measured": run["step_seconds"], "predicted": cost.step, "compute": run["compute_seconds"],
                          "error": cost.step / run["step_seconds"] - 1})
     return rows
@@ -81,7 +103,7 @@ def time_to_accuracy(results) -> list[dict]:
         base = next(r for r in runs if r["algorithm"] == "PmSGD")
         for run in runs:
             to = run["seconds_to_target"]
-            rows.append({"setting": name, "algorithm": run["algorithm"], "topology": run["topology"],
+            rows.append({"setting": name, "algorithm": label(run), "topology": run["topology"],
                          "step": run["step_seconds"], "step_vs_pmsgd": run["step_seconds"] / base["step_seconds"],
                          "steps_to_target": run["steps_to_target"], "seconds_to_target": to,
                          "to_target_vs_pmsgd": to / base["seconds_to_target"] if to and base["seconds_to_target"] else None,
