@@ -1,5 +1,7 @@
-"""Dense-matrix oracles of issue 19's algorithms (gradient tracking, SGP, DiLoCo), rows = nodes,
+"""Dense-matrix oracles of issue 19's algorithms (gradient tracking, SGP and OSGP, DiLoCo), rows = nodes,
 float64 numpy: the recursions of the optimizers' docstrings, applied to exact gradients."""
+
+from collections import deque
 
 import numpy as np
 import torch
@@ -27,16 +29,26 @@ def gt_trajectory(problem, topology, steps, lr, momentum=0.0, nesterov=False):
     return np.stack(out, axis=1)
 
 
-def sgp_trajectory(problem, topology, steps, lr, momentum=0.0, nesterov=False, grads=None):
+def sgp_trajectory(problem, topology, steps, lr, momentum=0.0, nesterov=False, grads=None, delay=0):
     """SGP: numerators ``X``, weights ``w``, de-biased ``Z = X / w``;
-    ``M = beta M + G(Z); X+ = P (X - lr M); w+ = P w``. Returns (Z per step, w per step)."""
+    ``M = beta M + G(Z); X+ = P (X - lr M); w+ = P w``. With ``delay`` >= 1, OSGP: node i
+    keeps ``D = diag(P)`` of ``H = X - lr M`` and of ``w``, and the pushes ``(P - D) H``,
+    ``(P - D) w`` are added ``delay`` steps later. Returns (Z per step, w per step)."""
     grads = grads or problem.grads
     X, w = problem.x0.copy(), np.ones(problem.n)
-    M, zs, ws = np.zeros_like(X), [], []
+    M, zs, ws, in_flight = np.zeros_like(X), [], [], deque()
     for t in range(steps):
         P = topology.at(t).W
         M, D = momentum_direction(M, grads(X / w[:, None]), momentum, nesterov)
-        X, w = P @ (X - lr * D), P @ w
+        if not delay:
+            X, w = P @ (X - lr * D), P @ w
+        else:
+            H, keep = X - lr * D, np.diag(P)
+            in_flight.append(((P - np.diag(keep)) @ H, (P - np.diag(keep)) @ w))
+            X, w = keep[:, None] * H, keep * w
+            if len(in_flight) > delay:
+                pushed, pushed_w = in_flight.popleft()
+                X, w = X + pushed, w + pushed_w
         zs.append(X / w[:, None])
         ws.append(w)
     return np.stack(zs, axis=1), np.stack(ws, axis=1)

@@ -1,4 +1,5 @@
-"""Issue 19's algorithms on real MPI ranks: each equals its dense recursion and the simulator."""
+"""Issue 19's algorithms (GT, DiLoCo, SGP, OSGP) on real MPI ranks: each equals its dense recursion and the
+simulator."""
 
 import numpy as np
 import pytest
@@ -41,3 +42,13 @@ def test_mpi_sgp(comm, topology):
     problem = LeastSquares(comm.size, seed=23)
     want, _ = sgp_trajectory(problem, topo, STEPS, LR, 0.8)
     check(comm, problem, "SGP", topo, want, lr=LR, momentum=0.8)
+
+
+@pytest.mark.parametrize("delay", [1, 2])
+@pytest.mark.parametrize("topology", ["random_push", "one_peer_exponential"])
+def test_mpi_osgp(comm, topology, delay):
+    """OSGP's pushes are non-blocking neighbour allgathers waited for delay steps later."""
+    topo = T.random_push(comm.size, seed=3) if topology == "random_push" else T.build(topology, comm.size)
+    problem = LeastSquares(comm.size, seed=24)
+    want, _ = sgp_trajectory(problem, topo, STEPS, LR, 0.8, delay=delay)
+    check(comm, problem, "OSGP", topo, want, lr=LR, momentum=0.8, delay=delay)

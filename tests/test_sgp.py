@@ -105,3 +105,75 @@ def test_column_stochastic_topologies_and_their_checks():
     for name in ("DSGD", "D2", "GT"):
         with pytest.raises(T.TopologyError, match=f"{name} needs a doubly stochastic topology"):
             optim.by_name(name)([torch.zeros(2, requires_grad=True)], lr=0.1, topology=topo, comm=comm)
+
+
+# ------------------------------------------------------------------ OSGP: pushes received delay steps late
+
+@pytest.mark.parametrize("delay", [1, 3])
+@pytest.mark.parametrize("kwargs", CASES[::2], ids=str)
+@pytest.mark.parametrize("name", TOPOLOGIES)
+def test_osgp_trajectory_equals_delayed_dense_recursion(delay, kwargs, name):
+    problem, topo = LeastSquares(N, seed=1), TOPOLOGIES[name]
+    got, _ = simulate(problem, topo, "OSGP", 80, lr=LR, delay=delay, **kwargs)
+    wd, beta, nesterov = kwargs.get("weight_decay", 0.0), kwargs.get("momentum", 0.0), kwargs.get("nesterov", False)
+    grads = lambda Z: problem.grads(Z) + wd * Z  # noqa: E731
+    want, _ = sgp_trajectory(problem, topo, 80, LR, beta, nesterov, grads=grads, delay=delay)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    undelayed, _ = sgp_trajectory(problem, topo, 80, LR, beta, nesterov, grads=grads)
+    assert np.abs(want - undelayed).max() > 1e-2  # the delay changes the numbers
+
+
+def test_osgp_average_with_the_mass_in_flight_is_exact_at_every_step():
+    """Zero gradients on a directed time-varying graph: (sum X + in flight) / (sum w + in flight)
+    is the initial average at every step (state_dict() shows what is in flight), and every
+    de-biased model reaches it."""
+    topo, steps, delay = TOPOLOGIES["random_push"], 80, 2
+    x0 = np.random.default_rng(0).standard_normal((N, 5))
+
+    def node(comm):
+        p = torch.tensor(x0[comm.rank], requires_grad=True)
+        opt = optim.OSGP([p], lr=0.1, momentum=0.9, topology=topo, comm=comm, delay=delay)
+        out = []
+        for t in range(steps):
+            p.grad = torch.zeros_like(p)
+            opt.step()
+            saved = opt.state_dict()["state"][0]
+            assert len(saved["in_flight"]) == min(t + 1, delay)
+            out.append((p.detach().numpy().copy(), opt.state[p]["push_weight"].item(),
+                        saved["in_flight"].sum(0).numpy(), saved["in_flight_weight"].sum().item()))
+        return out
+
+    runs = Simulator(N).run(node)
+    mean = x0.mean(axis=0)
+    for t in range(steps):
+        Z, w = np.stack([r[t][0] for r in runs]), np.array([r[t][1] for r in runs])
+        flying, flying_w = sum(r[t][2] for r in runs), sum(r[t][3] for r in runs)
+        np.testing.assert_allclose(((w[:, None] * Z).sum(0) + flying) / (w.sum() + flying_w), mean,
+                                   rtol=0, atol=1e-13, err_msg=f"step {t}")
+        np.testing.assert_allclose(w.sum() + flying_w, N, rtol=0, atol=1e-12)
+        if t < steps // 2:
+            assert flying_w > 0.1  # real mass in flight, not a no-op
+    assert np.abs(Z - mean).max() < 1e-5  # every de-biased model reached the average
+
+
+@pytest.mark.parametrize("kwargs", [{"delay": 1}, {"delay": 3, "momentum": 0.8, "nesterov": True}], ids=str)
+def test_osgp_resume_from_state_dict_is_bit_identical(kwargs):
+    """The pushes in flight at the checkpoint are saved and added at the steps they were due."""
+    problem, topo = LeastSquares(N, seed=5), T.random_push(N, seed=9)
+    full, _ = simulate(problem, topo, "OSGP", 40, lr=LR, **kwargs)
+    got = np.stack(Simulator(N).run(resumed_worker(problem, "OSGP", topo, 17, 23, lr=LR, **kwargs)))
+    np.testing.assert_array_equal(got, full)
+
+
+def test_osgp_checks_its_arguments():
+    comm = Simulator(N).comms[0]
+    p = torch.zeros(2, requires_grad=True)
+    for delay in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"invalid delay {delay!r}: must be an integer >= 1 \(delay=0 is SGP\)"):
+            optim.OSGP([p], lr=0.1, delay=delay, topology=TOPOLOGIES["digraph"], comm=comm)
+    with pytest.raises(ValueError, match="delay must be the same in every parameter group"):
+        optim.OSGP([{"params": [p]}, {"params": [torch.zeros(1, requires_grad=True)], "delay": 2}], lr=0.1,
+                   topology=TOPOLOGIES["digraph"], comm=comm)
+    for extra in ({"wire_dtype": "bfloat16"}, {"consensus_control": object()}):
+        with pytest.raises(ValueError, match="OSGP does not gossip"):
+            optim.OSGP([p], lr=0.1, topology=TOPOLOGIES["digraph"], comm=comm, **extra)

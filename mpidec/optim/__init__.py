@@ -9,6 +9,7 @@ from .diloco import DiLoCo
 from .dmsgd import DSGD, DmSGD
 from .katyusha import SVRG, KatyushaX  # not in ALGORITHMS: their step needs closures
 from .localsgd import LocalSGD
+from .osgp import OSGP
 from .pmsgd import PmSGD
 from .qgdmsgd import QGDmSGD
 from .sgp import SGP
@@ -16,7 +17,7 @@ from .signum import SignumMV
 from .tracking import GT
 
 ALGORITHMS = {cls.__name__: cls for cls in (DSGD, DmSGD, DecentLaM, QGDmSGD, D2, LocalSGD, PmSGD, ADPSGD, SignumMV,
-                                                  GT, CHOCO, DiLoCo, SGP)}
+                                                  GT, CHOCO, DiLoCo, SGP, OSGP)}
 
 
 def by_name(name: str):
