@@ -134,6 +134,23 @@ def project() -> list[dict]:
     return rows
 
 
+def project_to_accuracy(projections, convergence) -> list[dict]:
+    """Predicted seconds to the target accuracy: the steps the simulator took at that number
+    of workers (benchmarks/cluster_convergence.py) times the projected step; ratio to PmSGD."""
+    steps = {(c["workers"], c["label"]): c["steps_to_target"] for c in convergence["rows"]}
+    rows = []
+    for p in projections:
+        taken = steps.get((p["workers"], _name(p)))
+        if (p["workers"], _name(p)) in steps:
+            rows.append({**p, "steps_to_target": taken, "seconds_to_target": taken * p["step"] if taken else None})
+    for row in rows:
+        base = next(r for r in rows if r["profile"] == row["profile"] and r["model"] == row["model"]
+                    and r["workers"] == row["workers"] and r["algorithm"] == "PmSGD")
+        ok = row["seconds_to_target"] and base["seconds_to_target"]
+        row["to_target_vs_pmsgd"] = row["seconds_to_target"] / base["seconds_to_target"] if ok else None
+    return rows
+
+
 def report(path, figures) -> None:
     import json
 
@@ -142,12 +159,16 @@ def report(path, figures) -> None:
     validation = validate(results, links)
     accuracy = time_to_accuracy(results)
     projections = project()
+    convergence_file = path.with_name("cluster_convergence.json")
+    convergence = json.loads(convergence_file.read_text()) if convergence_file.exists() else {"rows": []}
+    to_accuracy = project_to_accuracy(projections, convergence)
     out = path.with_name("cluster_model.json")
     write_json(out, {"links": links, "validation": validation, "time_to_accuracy": accuracy,
-                     "projections": projections})
+                     "projections": projections, "projected_time_to_accuracy": to_accuracy})
     print(f"links: latency {links['latency'] * 1e3:.2f} ms, TCP delivers {links['efficiency']:.3f} of the tbf rate, "
           f"one-sided round trip {links['rma_latency'] * 1e3:.1f} ms, shared memory {links['local']}")
     print_tables(validation, accuracy, projections)
+    print_projected_accuracy(to_accuracy)
     plot(validation, accuracy, projections, figures)
     print(f"wrote {out} and {figures}/cluster-*.png")
 
@@ -179,6 +200,20 @@ def print_tables(validation, accuracy, projections) -> None:
         cells = [r for r in projections if (r["profile"], r["model"], r["workers"]) == key]
         print(f"| {key[0]} | {key[1]} | {key[2]} | "
               + " | ".join(f"{c['step'] * 1e3:.0f} ms ({c['share']:.0%})" for c in cells) + " |")
+
+
+def print_projected_accuracy(rows) -> None:
+    """Steps to the target (simulator) and predicted time to it, as a ratio to PmSGD."""
+    names = list(dict.fromkeys(_name(r) for r in rows))
+    if not names:
+        return
+    print("\n| profile | model | workers | " + " | ".join(names) + " |")
+    print("|---|---|---|" + "---|" * len(names))
+    for key in dict.fromkeys((r["profile"], r["model"], r["workers"]) for r in rows):
+        cells = {_name(r): r for r in rows if (r["profile"], r["model"], r["workers"]) == key}
+        print(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(
+            f"{c['steps_to_target']} steps, {c['seconds_to_target']:.1f} s ({c['to_target_vs_pmsgd']:.2f})"
+            if c["seconds_to_target"] else "not reached" for c in (cells[n] for n in names)) + " |")
 
 
 def plot(validation, accuracy, projections, figures) -> None:
