@@ -19,14 +19,16 @@ HABITS = ["plain", "scaler", "scaler_unscale_clip", "scaler_inf", "clip_norm", "
           "hyper_change", "closure"]
 LR, STEPS, SEED, INF_STEP = 0.05, 12, 7, 3
 SIMULATED = 4  # workers of the simulator runs
-CASES = ALGORITHM_CASES + [("SignumMV", {"momentum": 0.8}), ("GT", {"momentum": 0.8}), ("SGP", {"momentum": 0.8})]
+CASES = ALGORITHM_CASES + [("SignumMV", {"momentum": 0.8}), ("GT", {"momentum": 0.8}), ("SGP", {"momentum": 0.8}),
+                           ("OSGP", {"momentum": 0.8, "delay": 2})]
 
 
 def topology_for(algorithm, n):
-    """A time-varying graph, symmetric for DecentLaM, directed column-stochastic for SGP."""
+    """A time-varying graph, symmetric for DecentLaM, directed column-stochastic for SGP and OSGP."""
     from mpidec import topology as T
 
-    return {"DecentLaM": T.ring, "SGP": lambda n: T.random_push(n, seed=3)}.get(
+    push = lambda n: T.random_push(n, seed=3)  # noqa: E731
+    return {"DecentLaM": T.ring, "SGP": push, "OSGP": push}.get(
         algorithm, lambda n: T.random_matching(n, seed=3))(n)
 
 

@@ -1,6 +1,7 @@
 """Dense-matrix oracles shared by the serial and MPI tests."""
 
 import math
+from collections import deque
 
 import numpy as np
 import torch
@@ -88,8 +89,9 @@ class DenseRule:
     coordinates, True where a node has a gradient) gives torch.optim.SGD's rule for missing
     gradients to the momentum-SGD family: no momentum update and no local step there."""
 
-    def __init__(self, algorithm, n, dim, momentum=0.0, variant="atc", period=1, momentum_sync="average"):
+    def __init__(self, algorithm, n, dim, momentum=0.0, variant="atc", period=1, momentum_sync="average", delay=1):
         self.algorithm, self.variant, self.period, self.sync = algorithm, variant, period, momentum_sync
+        self.delay, self.in_flight = delay, deque()  # OSGP: its pushes, received delay steps later
         self.M = np.zeros((n, dim))
         self.Xp = self.Gp = None
         self.WY = np.zeros((n, dim))            # GT: the gossiped tracker
@@ -131,9 +133,18 @@ class DenseRule:
             Y = self.WY + G - (self.Gp if self.Gp is not None else 0.0)
             D = self._momentum(Y, beta, mask)
             X, self.WY, self.Gp = W @ (X - lr * D), W @ Y, G
-        elif a == "SGP":  # X is the de-biased model Z = numerators / w
+        elif a in ("SGP", "OSGP"):  # X is the de-biased model Z = numerators / w
             numerators = X * self.w[:, None] if self.numerators is None else self.numerators
-            self.numerators, self.w = W @ (numerators - lr * self._momentum(G, beta, mask)), W @ self.w
+            H = numerators - lr * self._momentum(G, beta, mask)
+            if a == "SGP":
+                self.numerators, self.w = W @ H, W @ self.w
+            else:  # keep diag(W) of H and w, push the rest
+                keep, pushes = np.diag(W), W - np.diag(np.diag(W))
+                self.in_flight.append((pushes @ H, pushes @ self.w))
+                self.numerators, self.w = keep[:, None] * H, keep * self.w
+                if len(self.in_flight) > self.delay:
+                    pushed, pushed_w = self.in_flight.popleft()
+                    self.numerators, self.w = self.numerators + pushed, self.w + pushed_w
             X = self.numerators / self.w[:, None]
         elif a == "SignumMV":
             self.M = beta * self.M + G if beta else G
