@@ -5,8 +5,9 @@
 The network model (:mod:`mpidec.netmodel`) predicts time per step; how many steps an
 algorithm needs is a property of the algorithm, the graph and the number of workers. This
 measures it on a small task the simulator runs at 16 and 64 workers in minutes: the
-64-32-10 MLP of benchmarks/digits.py on the digits, shuffled evenly across the workers (iid),
-32 samples per worker and step, momentum 0.9, the test accuracy of the average model every
+64-32-10 MLP of benchmarks/digits.py on the digits, split evenly across the workers either
+shuffled (``iid``: here every algorithm needs the same steps) or label-sorted (``sorted``: each
+worker sees one or two classes, where sparse graphs need more steps), 32 samples per worker and step, momentum 0.9, the test accuracy of the average model every
 :data:`EVERY` steps until :data:`TARGET`. ``python benchmarks/cluster.py report`` multiplies
 these steps by the projected step times. AD-PSGD is left out: the simulator runs it in
 threads, whose interleaving (not the algorithm) would decide its steps.
@@ -36,9 +37,11 @@ RUNS = [("PmSGD", "PmSGD", None, {}, 0.1), ("LocalSGD", "LocalSGD", None, {"peri
         ("DSGD (exponential)", "DmSGD", "exponential", {}, 0.1)]
 
 
-def iid_shards(n: int, seed: int = 0):
-    """The training digits shuffled and split evenly; the test set."""
-    [(X, y)], test = digits.data(1)
+def shards_of(split: str, n: int, seed: int = 0):
+    """The training digits split evenly (``iid``: shuffled; ``sorted``: label-sorted); the test set."""
+    if split == "sorted":
+        return digits.data(n, seed)
+    [(X, y)], test = digits.data(1, seed)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     return [(X[part], y[part]) for part in torch.tensor_split(order, n)], test
 
@@ -67,21 +70,27 @@ def worker(comm, shards, test, algorithm, builder, options, lr):
     return None
 
 
+def run(split, n, label, algorithm, builder, options, lr) -> dict:
+    shards, test = shards_of(split, n)
+    started = time.perf_counter()
+    steps = Simulator(n, timeout=600).run(worker, shards, test, algorithm, builder, options, lr)[0]
+    print(f"{split:>6} {n:>4} workers  {label:<30} {steps if steps else f'> {MAX_STEPS}':>6} steps to {TARGET:.0%} "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    return {"split": split, "workers": n, "label": label, "algorithm": algorithm, "topology": builder,
+            "options": options, "lr": lr, "steps_to_target": steps}
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--splits", nargs="+", default=["iid", "sorted"], choices=["iid", "sorted"])
     parser.add_argument("--out", default="benchmarks/results/cluster_convergence.json")
     args = parser.parse_args()
     rows = []
-    for n in args.workers:
-        shards, test = iid_shards(n)
-        for label, algorithm, builder, options, lr in RUNS:
-            started = time.perf_counter()
-            steps = Simulator(n, timeout=600).run(worker, shards, test, algorithm, builder, options, lr)[0]
-            rows.append({"workers": n, "label": label, "algorithm": algorithm, "topology": builder,
-                         "options": options, "lr": lr, "steps_to_target": steps})
-            print(f"{n:>4} workers  {label:<30} {steps if steps else f'> {MAX_STEPS}':>6} steps to {TARGET:.0%} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+    for split in args.splits:
+        for n in args.workers:
+            rows += [run(split, n, *spec) for spec in RUNS]
     write_json(args.out, {"target": TARGET, "every": EVERY, "max_steps": MAX_STEPS, "batch": BATCH, "rows": rows})
     print(f"wrote {args.out}")
 

@@ -137,15 +137,17 @@ def project() -> list[dict]:
 def project_to_accuracy(projections, convergence) -> list[dict]:
     """Predicted seconds to the target accuracy: the steps the simulator took at that number
     of workers (benchmarks/cluster_convergence.py) times the projected step; ratio to PmSGD."""
-    steps = {(c["workers"], c["label"]): c["steps_to_target"] for c in convergence["rows"]}
+    steps = {(c["split"], c["workers"], c["label"]): c["steps_to_target"] for c in convergence["rows"]}
     rows = []
-    for p in projections:
-        taken = steps.get((p["workers"], _name(p)))
-        if (p["workers"], _name(p)) in steps:
-            rows.append({**p, "steps_to_target": taken, "seconds_to_target": taken * p["step"] if taken else None})
+    for split in dict.fromkeys(c["split"] for c in convergence["rows"]):
+        for p in projections:
+            if (split, p["workers"], _name(p)) in steps:
+                taken = steps[split, p["workers"], _name(p)]
+                rows.append({**p, "split": split, "steps_to_target": taken,
+                             "seconds_to_target": taken * p["step"] if taken else None})
     for row in rows:
-        base = next(r for r in rows if r["profile"] == row["profile"] and r["model"] == row["model"]
-                    and r["workers"] == row["workers"] and r["algorithm"] == "PmSGD")
+        base = next(r for r in rows if r["split"] == row["split"] and r["profile"] == row["profile"]
+                    and r["model"] == row["model"] and r["workers"] == row["workers"] and r["algorithm"] == "PmSGD")
         ok = row["seconds_to_target"] and base["seconds_to_target"]
         row["to_target_vs_pmsgd"] = row["seconds_to_target"] / base["seconds_to_target"] if ok else None
     return rows
@@ -207,11 +209,11 @@ def print_projected_accuracy(rows) -> None:
     names = list(dict.fromkeys(_name(r) for r in rows))
     if not names:
         return
-    print("\n| profile | model | workers | " + " | ".join(names) + " |")
-    print("|---|---|---|" + "---|" * len(names))
-    for key in dict.fromkeys((r["profile"], r["model"], r["workers"]) for r in rows):
-        cells = {_name(r): r for r in rows if (r["profile"], r["model"], r["workers"]) == key}
-        print(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(
+    print("\n| data | profile | model | workers | " + " | ".join(names) + " |")
+    print("|---|---|---|---|" + "---|" * len(names))
+    for key in dict.fromkeys((r["split"], r["profile"], r["model"], r["workers"]) for r in rows):
+        cells = {_name(r): r for r in rows if (r["split"], r["profile"], r["model"], r["workers"]) == key}
+        print("| " + " | ".join(map(str, key)) + " | " + " | ".join(
             f"{c['steps_to_target']} steps, {c['seconds_to_target']:.1f} s ({c['to_target_vs_pmsgd']:.2f})"
             if c["seconds_to_target"] else "not reached" for c in (cells[n] for n in names)) + " |")
 
