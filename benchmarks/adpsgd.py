@@ -26,7 +26,7 @@ import time
 import torch
 
 from mpidec import optim, topology
-from mpidec.atomic import save_figure, write_json
+from common import add_output_flags, finish, save, subplots
 from mpidec.comm import MPICommunicator
 
 ALGORITHMS = ("ADPSGD", "DSGD", "PmSGD")
@@ -107,8 +107,7 @@ def main():
     parser.add_argument("--width", type=int, default=512, help="hidden units of the MLP's two hidden layers")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--slow-rank", type=int, default=None, help="default: the last rank (passive on the ring)")
-    parser.add_argument("--out", default="benchmarks/results/adpsgd.json")
-    parser.add_argument("--plot", default="docs/figures/adpsgd.png")
+    add_output_flags(parser, "adpsgd")
     args = parser.parse_args()
 
     comm = MPICommunicator()
@@ -135,18 +134,13 @@ def main():
         result = {"ranks": n, "slow_rank": slow_rank, "step_seconds": t0, "samples": args.samples,
                   "batch": args.batch, "width": args.width, "lr": args.lr, "allreduce": comm.allreduce_backend,
                   "initial_test_loss": initial, "rows": rows}
-        write_json(args.out, result)
-        plot(rows, args.plot, n, slow_rank, initial)
-        print(f"t0 = {t0 * 1e3:.2f} ms per step; wrote {args.out} and {args.plot}")
+        print(f"t0 = {t0 * 1e3:.2f} ms per step")
+        finish(args, result, plot)
 
 
-def plot(rows, path, n, slow_rank, initial_loss):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"wspace": 0.3})
+def plot(results, path):
+    rows, n, slow_rank, initial_loss = (results[k] for k in ("rows", "ranks", "slow_rank", "initial_test_loss"))
+    fig, (left, right) = subplots(1, 2, figsize=(11, 4), gridspec_kw={"wspace": 0.3})
     for algorithm in ALGORITHMS:
         mine = [r for r in rows if r["algorithm"] == algorithm]
         slowdowns = [r["slowdown"] for r in mine]
@@ -162,7 +156,7 @@ def plot(rows, path, n, slow_rank, initial_loss):
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.suptitle(f"one straggler among {n} ranks, same samples for every algorithm")
-    save_figure(fig, path)
+    save(fig, path)
 
 
 if __name__ == "__main__":

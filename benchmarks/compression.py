@@ -3,7 +3,7 @@
     python benchmarks/compression.py                                  # 16 simulated workers, ring
     mpiexec --bind-to none -n 4 python benchmarks/compression.py --mpi  # 4 MPI ranks, ring
 
-The setup of benchmarks/consensus.py: a 64-32-10 MLP, the training digits label-sorted
+The setup of benchmarks/consensus.py (benchmarks/digits.py): a 64-32-10 MLP, the training digits label-sorted
 across the workers (each sees one or two classes), momentum 0.9, batch 32, two
 learning-rate phases. Rows: DSGD, DSGD with a bfloat16 wire, CHOCO-SGD with top-k at 10%
 and 1%, scaled sign and stochastic int8, SignumMV (1-bit majority vote) and PmSGD (the
@@ -18,16 +18,14 @@ benchmarks/results/compression.json; the plot docs/figures/compression.png shows
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from consensus import accuracy, data, model
+from common import add_output_flags, finish, previous, save, subplots
+from digits import accuracies, data, model, model_bytes, train
 from mpidec import optim, topology
-from mpidec.atomic import save_figure, write_json
 from mpidec.comm import Simulator
 
 # label -> (algorithm, options, learning rates of the two phases)
@@ -75,31 +73,18 @@ def worker(comm, shards, test, label, steps, batch=32):
     net = model()
     opt = optim.by_name(algorithm)(net.parameters(), lr=lrs[0], momentum=0.9, topology=topology.ring(comm.size),
                                    comm=comm, **options)
-    X, y = shards[comm.rank]
-    g = torch.Generator().manual_seed(comm.rank)
     sent = count_bytes(comm)
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lrs[0] if step < steps // 2 else lrs[1]
-        idx = torch.randint(0, len(y), (batch,), generator=g)
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(X[idx]), y[idx]).backward()
-        opt.step()
+    train(opt, net, shards[comm.rank], comm.rank, lrs, steps, batch)
     uncount(comm)
-    own = accuracy(net, test)
-    params = [p.detach().clone() for p in net.parameters()]
-    comm.allreduce(params)
-    with torch.no_grad():
-        for p, mean in zip(net.parameters(), params):
-            p.copy_(mean)
-    return {"avg_model_accuracy": accuracy(net, test), "own_accuracy": own, "bytes_per_step": sent[0] / steps}
+    averaged, own = accuracies(net, test, comm)
+    return {"avg_model_accuracy": averaged, "own_accuracy": own, "bytes_per_step": sent[0] / steps}
 
 
-def summarise(results: list, model_bytes: int) -> dict:
+def summarise(results: list) -> dict:
     return {"avg_model_accuracy": results[0]["avg_model_accuracy"],
             "mean_worker_accuracy": float(np.mean([r["own_accuracy"] for r in results])),
             "bytes_per_worker_step": float(np.mean([r["bytes_per_step"] for r in results])),
-            "model_bytes": model_bytes}
+            "model_bytes": model_bytes()}
 
 
 def run_simulated(n, steps, labels):
@@ -107,7 +92,7 @@ def run_simulated(n, steps, labels):
     rows = {}
     for label in labels:
         results = Simulator(n).run(worker, shards, test, label, steps)
-        rows[label] = summarise(results, model_bytes=sum(p.numel() * 4 for p in model().parameters()))
+        rows[label] = summarise(results)
         report(label, rows[label])
     return rows
 
@@ -121,7 +106,7 @@ def run_mpi(steps, labels):
     for label in labels:
         mine = worker(comm, shards, test, label, steps)
         results = comm.allgather_object(mine)
-        rows[label] = summarise(results, model_bytes=sum(p.numel() * 4 for p in model().parameters()))
+        rows[label] = summarise(results)
         if comm.rank == 0:
             report(label, rows[label])
     return rows if comm.rank == 0 else None
@@ -138,39 +123,29 @@ def main():
     parser.add_argument("--mpi", action="store_true", help="run on the MPI ranks (under mpiexec) instead of simulated")
     parser.add_argument("--nodes", type=int, default=16, help="simulated workers")
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated labels to (re)run; the others are kept")
-    parser.add_argument("--out", default="benchmarks/results/compression.json")
-    parser.add_argument("--plot", default="docs/figures/compression.png")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), metavar="LABEL",
+                        help="labels to (re)run (quoted: they hold spaces and commas); the others are kept")
+    add_output_flags(parser, "compression")
     args = parser.parse_args()
-    labels = args.rows.split(",")
+    labels = args.rows
     unknown = sorted(set(labels) - set(ROWS))
     if unknown:
-        parser.error(f"--rows: unknown row {unknown[0]!r}; rows: {', '.join(ROWS)}")
+        parser.error(f"--rows: unknown row {unknown[0]!r}; rows: {', '.join(map(repr, ROWS))}")
     t0 = time.perf_counter()
     rows = run_mpi(args.steps, labels) if args.mpi else run_simulated(args.nodes, args.steps, labels)
     if rows is None:
         return
-    try:
-        results = json.loads(Path(args.out).read_text())
-    except (OSError, ValueError):
-        results = {}
+    results = previous(args.out)
     key = "mpi_4_ranks" if args.mpi else f"simulated_{args.nodes}_workers"
     kept = results.get(key, {}).get("rows", {}) if results.get(key, {}).get("steps") == args.steps else {}
     results[key] = {"steps": args.steps, "rows": {label: rows.get(label, kept.get(label)) for label in ROWS
                                                   if label in rows or label in kept},
                     "seconds": time.perf_counter() - t0}
-    write_json(args.out, results)
-    plot(results, args.plot)
-    print(f"wrote {args.out} and {args.plot}")
+    finish(args, results, plot)
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    fig, axes = subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
     for ax, (key, run) in zip(axes[0], sorted(results.items())):
         for label, r in run["rows"].items():
             ax.scatter(r["bytes_per_worker_step"], r["avg_model_accuracy"])
@@ -179,7 +154,7 @@ def plot(results, path):
         ax.set_xlabel("bytes sent per worker per step")
         ax.set_ylabel("test accuracy (average model)")
         ax.set_title(key.replace("_", " "))
-    save_figure(fig, path)
+    save(fig, path)
 
 
 if __name__ == "__main__":

@@ -20,71 +20,34 @@ import argparse
 import time
 
 import numpy as np
-import torch
-from sklearn.datasets import load_digits
 
+from common import add_output_flags, finish, save, subplots
+from digits import accuracies, data, model, train
 from mpidec import optim, topology
-from mpidec.atomic import save_figure, write_json
 from mpidec.comm import Simulator
 from mpidec.consensus import ConsensusControl, exact_distance
-
-
-def data(n, seed=0):
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32)
-    order = np.random.default_rng(seed).permutation(len(y))
-    test, train = order[:360], order[360:]
-    train = train[np.argsort(y[train], kind="stable")]          # label-sorted: heterogeneous
-    shards = np.array_split(train, n)
-    return [(torch.tensor(X[s]), torch.tensor(y[s])) for s in shards], (torch.tensor(X[test]), torch.tensor(y[test]))
-
-
-def model(seed=0):
-    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return net
-
-
-def accuracy(net, test):
-    with torch.no_grad():
-        return float((net(test[0]).argmax(1) == test[1]).float().mean())
 
 
 def worker(comm, shards, test, algorithm, lrs, steps, batch, control, distances):
     net = model()
     opt = optim.by_name(algorithm)(net.parameters(), lr=lrs[0], momentum=0.9, topology=topology.ring(comm.size),
                                    comm=comm, **({"consensus_control": control} if control else {}))
-    X, y = shards[comm.rank]
-    g = torch.Generator().manual_seed(comm.rank)
-    rounds = 0
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lrs[0] if step < steps // 2 else lrs[1]
-        idx = torch.randint(0, len(y), (batch,), generator=g)
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(X[idx]), y[idx]).backward()
-        opt.step()
-        rounds += opt.last_gossip_rounds
+    rounds = [0]
+
+    def measure(step):
+        rounds[0] += opt.last_gossip_rounds
         estimate = opt.consensus_estimate()                           # the gossip input's (controlled)
         exact = exact_distance(list(net.parameters()), comm)          # the models' (reported)
         if comm.rank == 0:
             distances.append((estimate or 0.0, exact))
-    own = accuracy(net, test)
-    params = [p.detach().clone() for p in net.parameters()]
-    comm.allreduce(params)
-    with torch.no_grad():
-        for p, mean in zip(net.parameters(), params):
-            p.copy_(mean)
-    return accuracy(net, test), own, rounds
+
+    train(opt, net, shards[comm.rank], comm.rank, lrs, steps, batch, measure)
+    return (*accuracies(net, test, comm), rounds[0])
 
 
 def run(n, shards, test, algorithm, steps, control=None):
     distances = []
-    results = Simulator(n).run(worker, shards, test, algorithm, (0.1, 0.01), steps, 32, control,
-                                                 distances)
+    results = Simulator(n).run(worker, shards, test, algorithm, (0.1, 0.01), steps, 32, control, distances)
     averaged, _, rounds = results[0]
     messages = rounds * 2 if algorithm != "PmSGD" else steps * 2 * (n - 1) / n
     half = steps // 2
@@ -99,8 +62,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=16)
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--out", default="benchmarks/results/consensus.json")
-    parser.add_argument("--plot", default="docs/figures/consensus.png")
+    add_output_flags(parser, "consensus")
     args = parser.parse_args()
     n, steps, t0 = args.nodes, args.steps, time.perf_counter()
     shards, test = data(n)
@@ -118,19 +80,13 @@ def main():
         print(f"{label:28s} avg-model acc {r['avg_model_accuracy']:.3f}  worker acc {r['mean_worker_accuracy']:.3f}  "
               f"consensus {r['consensus_phase1']:.3f}/{r['consensus_phase2']:.3f}  "
               f"messages {r['messages_per_worker']:.0f} ({r['communication_vs_allreduce']:.2f}x allreduce)", flush=True)
-    write_json(args.out, {"nodes": n, "steps": steps, "lr_phases": [0.1, 0.01], "rows": rows,
-                          "seconds": time.perf_counter() - t0})
-    plot(rows, args.plot)
-    print(f"wrote {args.out} and {args.plot}")
+    finish(args, {"nodes": n, "steps": steps, "lr_phases": [0.1, 0.01], "rows": rows,
+                  "seconds": time.perf_counter() - t0}, plot)
 
 
-def plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+def plot(results, path):
+    rows = results["rows"]
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 3.8))
     for label, r in rows.items():
         if label.startswith("ring"):
             d = np.convolve([exact for _, exact in r["distances"]], np.ones(10) / 10, mode="valid")
@@ -145,7 +101,7 @@ def plot(rows, path):
         ax2.annotate(k, (rows[k]["communication_vs_allreduce"], rows[k]["avg_model_accuracy"]), fontsize=7)
     ax2.set_xlabel("communication / allreduce's")
     ax2.set_ylabel("test accuracy (average model)")
-    save_figure(fig, path)
+    save(fig, path)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
+from common import add_output_flags, finish, save, subplots
 from mpidec import optim, topology
-from mpidec.atomic import save_figure, write_json
 from mpidec.comm import Simulator
 from problems import HeterogeneousLogistic
 
@@ -44,8 +44,7 @@ def main():
     parser.add_argument("--base-lr", type=float, default=0.02, help="learning rate at batch 8 (scaled linearly)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--out", default="benchmarks/results/decentlam.json")
-    parser.add_argument("--plot", default="docs/figures/decentlam.png")
+    add_output_flags(parser, "decentlam")
     args = parser.parse_args()
 
     rows, t0 = [], time.perf_counter()
@@ -62,21 +61,15 @@ def main():
                 rows.append(row)
                 print(f"n={n:3d} {name:12s} batch {batch:4d} lr {lr:.3f}  " +
                       "  ".join(f"{a} {row[a]:.2e}" for a in ALGORITHMS), flush=True)
-    write_json(args.out, {"steps": args.steps, "seeds": args.seeds, "momentum": 0.9,
-                          "metric": "mean over workers of F(x_i) - F(x*)", "rows": rows,
-                          "seconds": time.perf_counter() - t0})
-    plot(rows, args.plot)
-    print(f"wrote {args.out} and {args.plot}")
+    finish(args, {"steps": args.steps, "seeds": args.seeds, "momentum": 0.9,
+                  "metric": "mean over workers of F(x_i) - F(x*)", "rows": rows,
+                  "seconds": time.perf_counter() - t0}, plot)
 
 
-def plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(results, path):
+    rows = results["rows"]
     panels = sorted({(r["nodes"], r["topology"]) for r in rows})
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
     for ax, (n, name) in zip(axes[0], panels):
         sub = [r for r in rows if (r["nodes"], r["topology"]) == (n, name)]
         for algorithm in ALGORITHMS:
@@ -87,7 +80,7 @@ def plot(rows, path):
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("excess global loss")
     axes[0][0].legend()
-    save_figure(fig, path)
+    save(fig, path)
 
 
 if __name__ == "__main__":

@@ -26,15 +26,13 @@ Results merge into benchmarks/results/katyusha.json; the plot is docs/figures/ka
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from mpidec.atomic import save_figure, write_json
+from common import add_output_flags, finish, previous, save, subplots
 from mpidec.optim import SVRG, KatyushaX
 
 TARGET = 1e-8
@@ -181,7 +179,7 @@ def _timed_run(problem, sub, table, lr, m, epochs, reps):
     from mpidec.comm import MPICommunicator
 
     p, rank, n, batch = sub.Get_size(), sub.Get_rank(), problem.n, table.shape[1]
-    comm = MPICommunicator(comm=sub)
+    comm = MPICommunicator(comm=sub, allreduce="mpi")  # Horovod serves one communicator per process
     shard = torch.arange(rank * n // p, (rank + 1) * n // p)
     mine = torch.as_tensor(table[:, rank * batch // p:(rank + 1) * batch // p])
     times = []
@@ -248,33 +246,22 @@ def main():
     parser.add_argument("--ranks-kappa", type=float, default=200)
     parser.add_argument("--ranks-epochs", type=int, default=20)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--out", default="benchmarks/results/katyusha.json")
-    parser.add_argument("--plot", default="docs/figures/katyusha.png")
+    add_output_flags(parser, "katyusha")
     args = parser.parse_args()
 
     part = ranks(args) if args.ranks else sweep(args)
     if part is None:
         return
-    try:
-        results = json.loads(Path(args.out).read_text())
-    except (OSError, ValueError):
-        results = {}
+    results = previous(args.out)
     if args.ranks:
         results["ranks"] = part
     else:
         results.setdefault("sweeps", {})[f"spread {args.spread:g}"] = part
-    write_json(args.out, results)
-    plot(results, args.plot)
-    print(f"wrote {args.out} and {args.plot}")
+    finish(args, results, plot)
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = subplots(1, 3, figsize=(15, 4))
     for label, part in results.get("sweeps", {}).items():
         rows = part["rows"]
         kappas = [r["kappa"] for r in rows]
@@ -299,7 +286,7 @@ def plot(results, path):
     for ax in axes[:2]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    save_figure(fig, path)
+    save(fig, path)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def topology_command(args) -> int:
     for key, value in T.summary(topo).items():
         print(f"{key:>17}: {value:.6g}" if isinstance(value, float) else f"{key:>17}: {value}")
     if args.plot:
-        from .plots import plot_topology
+        from .figures import plot_topology
 
         print(f"wrote {plot_topology(topo, args.plot)}")
     return 0

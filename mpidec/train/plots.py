@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..atomic import save_figure
-from ..plots import _pyplot
+from ..figures import pyplot, save
 
 
 def _series(records, event: str, x: str, y: str):
@@ -15,7 +14,7 @@ def _series(records, event: str, x: str, y: str):
 def plot_curves(runs, path):
     """Training loss, test accuracy (averaged model solid, worker mean dashed) and learning
     rate; ``runs`` is a list of ``(label, records)``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(16, 4.5), constrained_layout=True)
     for index, (label, records) in enumerate(runs):
         color = f"C{index}"
@@ -29,14 +28,12 @@ def plot_curves(runs, path):
     for ax in (loss_ax, acc_ax, lr_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    path = save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_consensus(runs, path):
     """Consensus distance over steps, one line per run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for label, records in runs:
         steps, distances = _series(records, "train", "step", "consensus_distance")
@@ -48,6 +45,4 @@ def plot_consensus(runs, path):
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
