@@ -92,13 +92,17 @@ class Communicator(abc.ABC):
     # ------------------------------------------------------------ neighbour averaging
 
     def neighbor_average_async(self, tensors, topology, step: int = 0, *, measure: bool = False,
-                               wire_dtype=None) -> Handle:
+                               wire_dtype=None, fuse: bool = True) -> Handle:
         """Start ``x_i <- sum_j W[i, j] x_j`` for every tensor, with W = ``topology.at(step)``.
 
         Returns a :class:`Handle`; the tensors hold the average after ``wait()`` and must
-        not be written before. Tensors are fused into one buffer per dtype and device.
-        With ``measure``, ``wait()`` returns ``||x_i - sum_j W[i, j] x_j||^2`` summed over the
-        tensors (this rank's part of the cheap consensus estimate; no extra exchange).
+        not be read or written before. Tensors travel as one message per dtype and device:
+        a lone contiguous tensor (an optimizer's flat buffer, :mod:`mpidec.optim.flat`) is
+        sent from and combined into its own memory; several are packed into one buffer
+        first (one more pass). ``fuse=False``: every tensor is its own message, in place
+        (for tensors that are flat buffers already). With ``measure``, ``wait()`` returns
+        ``||x_i - sum_j W[i, j] x_j||^2`` summed over the tensors (this rank's part of the
+        cheap consensus estimate; no extra exchange, one more pass over the rows).
         ``wire_dtype`` (e.g. ``torch.bfloat16``): the tensors travel rounded to it, and the
         combine runs in their own dtype on the own tensor as it is and the received ones
         widened: ``x_i <- W[i, i] x_i + sum_{j != i} W[i, j] round(x_j)``.
@@ -106,7 +110,10 @@ class Communicator(abc.ABC):
         if wire_dtype is not None and not wire_dtype.is_floating_point:
             raise TypeError(f"wire_dtype must be a floating-point dtype, got {wire_dtype}")
         plan = self._plan(topology.at(step))
-        finishers = [self._start_group(group, plan, measure, wire_dtype) for group in fusion.groups(tensors)]
+        groups = fusion.groups(tensors) if fuse else [[t] for t in tensors]
+        finishers = [self._start_average(group, plan, measure, wire_dtype) for group in groups]
+        if len(finishers) == 1:
+            return Handle(finishers[0])
 
         def finish():
             residuals = [finish_group() for finish_group in finishers]
@@ -114,8 +121,10 @@ class Communicator(abc.ABC):
 
         return Handle(finish)
 
-    def neighbor_average(self, tensors, topology, step: int = 0, *, measure: bool = False, wire_dtype=None):
-        return self.neighbor_average_async(tensors, topology, step, measure=measure, wire_dtype=wire_dtype).wait()
+    def neighbor_average(self, tensors, topology, step: int = 0, *, measure: bool = False, wire_dtype=None,
+                         fuse: bool = True):
+        return self.neighbor_average_async(tensors, topology, step, measure=measure, wire_dtype=wire_dtype,
+                                           fuse=fuse).wait()
 
     def _plan(self, topo) -> "_Plan":
         """The plan of a static topology, cached: at most ``MAX_PLANS``, none beyond its topology's life."""
@@ -128,36 +137,49 @@ class Communicator(abc.ABC):
         self._plans[topo] = plan  # most recently used last
         return plan
 
-    def _start_group(self, group, plan, measure, wire_dtype=None):
+    def _start_average(self, group, plan, measure, wire_dtype):
+        """Start one message: ``own`` (the group's own memory, or a packed copy) goes to the
+        out-neighbours, ``recv[r]`` receives in-neighbour ``plan.sources[r]``'s; the returned
+        function waits and combines ``w_0 own + recv^T w_n`` into the group."""
         dtype, device = group[0].dtype, group[0].device
         if not dtype.is_floating_point:
             raise TypeError(f"neighbour averaging needs floating-point tensors, got {dtype}")
-        m = self._pool.take((len(plan.sources) + 1, fusion.numel(group)), dtype, device)
-        fusion.pack(group, out=m[0])
-        narrow = m if wire_dtype in (None, dtype) else self._pool.take(m.shape, wire_dtype, device)
-        if narrow is not m:
-            narrow[0].copy_(m[0])                      # rounded to the wire's dtype
-        wire = self._staging(narrow, rows=1)
-        request = self._start_neighbor_allgather(plan, wire[0], wire[1:])
-        w = plan.weights(dtype, device)
+        own = fusion.flat_view(group)
+        packed = own is None
+        if packed:
+            own = fusion.pack(group, out=self._pool.take((fusion.numel(group),), dtype, device))
+        recv = self._pool.take((len(plan.sources), own.numel()), dtype, device)
+        send_w, recv_w = own, recv
+        if wire_dtype not in (None, dtype):                      # rounded to the wire's dtype
+            send_w = self._pool.take(own.shape, wire_dtype, device)
+            send_w.copy_(own)
+            recv_w = self._pool.take(recv.shape, wire_dtype, device)
+        send_x, recv_x = self._staging(send_w), self._staging(recv_w, rows=0)
+        request = self._start_neighbor_allgather(plan, send_x, recv_x)
+        w0, wn = plan.self_weight, plan.neighbor_weights(dtype, device)
 
         def finish():
             request.wait()
-            self._unstage(narrow, wire, received=slice(1, None))
-            if narrow is not m:                        # widen the neighbours' rows; row 0 stays exact
-                m[1:].copy_(narrow[1:])
-                self._pool.give(narrow)
-            residual = self._residual(m, plan) if measure else None
-            fusion.combine_into(group, m, w)
-            self._pool.give(m)
+            self._unstage(send_w, send_x, received=None)
+            self._unstage(recv_w, recv_x)
+            if recv_w is not recv:                               # widen the neighbours' rows; own stays exact
+                recv.copy_(recv_w)
+                self._pool.give(send_w)
+                self._pool.give(recv_w)
+            residual = self._residual(own, recv, w0, wn) if measure else None
+            fusion.combine(own, recv, w0, wn, out=own)
+            if packed:
+                fusion.unpack(own, group)
+                self._pool.give(own)
+            self._pool.give(recv)
             return residual
 
         return finish
 
-    def _residual(self, m, plan) -> float:
-        """``||x_i - sum_j W[i, j] x_j||^2 = ||(e_0 - w) @ M||^2``, one pass over M."""
-        r = self._pool.take(m.shape[1:], m.dtype, m.device)
-        torch.mv(m.t(), plan.residual_weights(m.dtype, m.device), out=r)
+    def _residual(self, own, recv, w0, wn) -> float:
+        """``||x_i - sum_j W[i, j] x_j||^2 = ||(1 - w0) own - recv^T wn||^2``, one pass over the rows."""
+        r = self._pool.take(own.shape, own.dtype, own.device)
+        torch.addmv(own, recv.t(), wn, beta=1.0 - w0, alpha=-1.0, out=r)
         value = torch.linalg.vector_norm(r).item() ** 2  # in the buffer's dtype: a float64 upcast costs 30x
         self._pool.give(r)
         return value
@@ -167,46 +189,52 @@ class Communicator(abc.ABC):
         shape ``(k, *tensor.shape)`` whose row ``r`` is the ``tensor`` of in-neighbour
         ``topology.at(step).in_neighbors(rank)[r]``. Only ``tensor``'s bytes travel (a
         compressed payload, say) and nothing is combined; every rank must pass the same
-        shape and dtype at the same call (the transport moves fixed-size rows).
+        shape and dtype at the same call (the transport moves fixed-size rows). A contiguous
+        ``tensor`` is sent from its own memory: do not write it before ``wait()``.
         """
         plan = self._plan(topology.at(step))
-        m = self._pool.take((len(plan.sources) + 1, tensor.numel()), tensor.dtype, tensor.device)
-        m[0].copy_(tensor.reshape(-1))
-        wire = self._staging(m, rows=1)
-        request = self._start_neighbor_allgather(plan, wire[0], wire[1:])
+        send = tensor.reshape(-1)  # a view when contiguous
+        rows = torch.empty((len(plan.sources), send.numel()), dtype=tensor.dtype, device=tensor.device)
+        send_x, recv_x = self._staging(send), self._staging(rows, rows=0)
+        request = self._start_neighbor_allgather(plan, send_x, recv_x)
 
         def finish():
             request.wait()
-            self._unstage(m, wire, received=slice(1, None))
-            rows = m[1:].clone().view(len(plan.sources), *tensor.shape)
-            self._pool.give(m)
-            return rows
+            self._unstage(send, send_x, received=None)
+            self._unstage(rows, recv_x)
+            return rows.view(len(plan.sources), *tensor.shape)
 
         return Handle(finish)
 
     # ------------------------------------------------------------ allreduce
 
-    def allreduce_async(self, tensors, average: bool = True) -> Handle:
-        """Start the sum (or mean) of every tensor over all ranks, in place, fused."""
+    def allreduce_async(self, tensors, average: bool = True, *, fuse: bool = True) -> Handle:
+        """Start the sum (or mean) of every tensor over all ranks, in place: a lone contiguous
+        tensor of its dtype and device in its own memory, several packed into one buffer
+        (``fuse=False``: every tensor in its own memory, one reduction each)."""
         parts = []
-        for group in fusion.groups(tensors):
-            buf = fusion.pack(group, out=self._pool.take((fusion.numel(group),), group[0].dtype, group[0].device))
+        for group in (fusion.groups(tensors) if fuse else [[t] for t in tensors]):
+            buf = fusion.flat_view(group)
+            packed = buf is None
+            if packed:
+                buf = fusion.pack(group, out=self._pool.take((fusion.numel(group),), group[0].dtype, group[0].device))
             wire = self._staging(buf)
-            parts.append((group, buf, wire, self._start_allreduce(wire)))
+            parts.append((group, buf, packed, wire, self._start_allreduce(wire)))
 
         def finish():
-            for group, buf, wire, request in parts:
+            for group, buf, packed, wire, request in parts:
                 request.wait()
                 self._unstage(buf, wire)
                 if average:
                     buf.div_(self.size)
-                fusion.unpack(buf, group)
-                self._pool.give(buf)
+                if packed:
+                    fusion.unpack(buf, group)
+                    self._pool.give(buf)
 
         return Handle(finish)
 
-    def allreduce(self, tensors, average: bool = True) -> None:
-        self.allreduce_async(tensors, average).wait()
+    def allreduce(self, tensors, average: bool = True, *, fuse: bool = True) -> None:
+        self.allreduce_async(tensors, average, fuse=fuse).wait()
 
     # ------------------------------------------------------------ majority vote (1 bit per element)
 
@@ -290,30 +318,21 @@ class Communicator(abc.ABC):
 class _Plan:
     """What one rank needs to gossip over one static topology, computed once per topology:
     its in- and out-neighbours, the edge set (the key of the MPI graph communicator) and its
-    row of W as a tensor per dtype and device. It holds no reference to the topology (the
-    cache of plans is keyed by the topology, weakly)."""
+    row of W (``self_weight = W[i, i]``, the neighbours' as a tensor per dtype and device).
+    It holds no reference to the topology (the cache of plans is keyed by the topology,
+    weakly)."""
 
     def __init__(self, topo, rank: int):
         self.sources = topo.in_neighbors(rank)
         self.destinations = topo.out_neighbors(rank)
         self.edges = topo.edges()
-        self._row = topo.W[rank, [rank, *self.sources]]  # a copy (fancy indexing)
+        self.self_weight = float(topo.W[rank, rank])
+        self._row = topo.W[rank, self.sources]  # a copy (fancy indexing)
         self._cache = {}
 
-    def weights(self, dtype, device) -> torch.Tensor:
-        """``w = (W[i, i], W[i, j_1], ..., W[i, j_k])``: the combine's coefficients."""
-        return self._coefficients("combine", dtype, device)
-
-    def residual_weights(self, dtype, device) -> torch.Tensor:
-        """``e_0 - w``: the coefficients of ``x_i - sum_j W[i, j] x_j``."""
-        return self._coefficients("residual", dtype, device)
-
-    def _coefficients(self, kind, dtype, device) -> torch.Tensor:
-        c = self._cache.get((kind, dtype, device))
+    def neighbor_weights(self, dtype, device) -> torch.Tensor:
+        """``w_n = (W[i, j_1], ..., W[i, j_k])``: the combine's coefficients of the received rows."""
+        c = self._cache.get((dtype, device))
         if c is None:
-            row = self._row
-            if kind == "residual":
-                row = -row
-                row[0] += 1.0
-            c = self._cache[(kind, dtype, device)] = torch.as_tensor(row, dtype=dtype, device=device)
+            c = self._cache[(dtype, device)] = torch.as_tensor(self._row, dtype=dtype, device=device)
         return c

@@ -1,13 +1,15 @@
-"""Fusing a list of tensors into one contiguous buffer, and the fused weighted combine.
+"""One message per dtype and device, and the weighted combine.
 
-An exchange works on a 2-D buffer ``M`` of shape ``(k + 1, N)``: row 0 holds this
-rank's tensors laid end to end (``N`` elements), rows ``1..k`` receive the same layout
-from the ``k`` in-neighbours. The neighbour average is then one matrix-vector product
+An exchange sends this rank's tensors as one contiguous 1-D buffer ``x`` of ``N``
+elements: a lone contiguous tensor as it is (an optimizer's flat buffer, no copy), several
+tensors packed end to end. ``R`` of shape ``(k, N)`` receives the same layout from the
+``k`` in-neighbours, and the neighbour average is one matrix-vector product
 
-    x_i  <-  sum_j W[i, j] x_j  =  w @ M,      w = (W[i, i], W[i, j_1], ..., W[i, j_k])
+    x_i  <-  sum_j W[i, j] x_j  =  W[i, i] x + R^T w_n,      w_n = (W[i, j_1], ..., W[i, j_k])
 
-written straight back into the original tensors: one pass to pack, one to combine,
-and at most ``(k + 1) N`` elements of extra memory.
+written straight into ``x`` (one read of the ``k + 1`` rows, one write) or, for packed
+tensors, into a buffer unpacked into them. Extra memory: ``k N`` elements (plus ``N`` when
+packing).
 """
 
 from __future__ import annotations
@@ -45,21 +47,18 @@ def unpack(flat: torch.Tensor, tensors) -> None:
             offset += t.numel()
 
 
-def combine_into(tensors, m: torch.Tensor, w: torch.Tensor) -> None:
-    """``t <- w @ M[:, slice of t]`` for every tensor: the neighbour average, in place.
+def flat_view(tensors) -> torch.Tensor | None:
+    """The 1-D view of a lone contiguous tensor (sent and combined in its own memory), else None."""
+    if len(tensors) == 1 and tensors[0].is_contiguous():
+        return tensors[0].detach().view(-1)
+    return None
 
-    ``M[:, a:b].t()`` is a column-major view, so ``torch.mv`` reads the ``k + 1`` rows
-    in one pass and writes into the tensor's own storage without temporaries.
-    """
-    offset = 0
-    with torch.no_grad():
-        for t in tensors:
-            block = m[:, offset:offset + t.numel()].t()
-            if t.is_contiguous():
-                torch.mv(block, w, out=t.view(-1))
-            else:
-                t.copy_(torch.mv(block, w).view_as(t))
-            offset += t.numel()
+
+def combine(own: torch.Tensor, received: torch.Tensor, w0: float, wn: torch.Tensor, out: torch.Tensor) -> None:
+    """``out <- w0 own + received^T wn``: the neighbour average of 1-D ``own`` and the ``(k, N)``
+    rows ``received``, one pass (``out`` may be ``own``). ``received.t()`` is a column-major
+    view: BLAS reads the rows side by side, without temporaries."""
+    torch.addmv(own, received.t(), wn, beta=w0, out=out)
 
 
 class BufferPool:

@@ -11,9 +11,12 @@ result of ``backward()`` (PmSGD's overlap, as in DDP: see :mod:`mpidec.optim.pms
 Subclasses write the update rule in three parts per bucket of parameters: ``_before``
 (local, before communication), ``_to_send`` (the tensors to communicate; the class's
 ``exchange`` says how) and ``_after``. ``step()`` runs the buckets as a pipeline: a
-bucket's exchange is in flight while the next bucket's local part is computed. A parameter without a gradient in a step takes no local gradient step (as in
-``torch.optim.SGD``) but still takes part in every exchange, so the fused buffers have the
-same layout on every rank.
+bucket's exchange is in flight while the next bucket's local part is computed. A
+parameter without a gradient in a step takes no local gradient step (as in
+``torch.optim.SGD``) but still takes part in every exchange, so the messages have the
+same layout on every rank. The parameters live in flat buffers (:mod:`mpidec.optim.flat`):
+a bucket is a contiguous slice of them, sent and combined in place, and the rules work
+on whole slices.
 
 The contract (one keyword-only signature)::
 
@@ -37,6 +40,7 @@ from torch.optim import Optimizer
 
 from ..consensus import estimate_from_residual
 from .buckets import make_buckets
+from .flat import FlatParams
 
 
 class DecentralizedOptimizer(Optimizer):
@@ -138,6 +142,7 @@ class DecentralizedOptimizer(Optimizer):
         self._residual_sq = None  # this rank's ||x_i - sum_j W_ij x_j||^2 at the last step
         pairs = [(p, group) for group in self.param_groups for p in group["params"]]
         self._buckets = make_buckets(pairs, bucket_bytes)
+        self._layout = FlatParams(self.params)  # the parameters become views of flat buffers
         comm.check_same_shapes(self.params)
         self._check_agreement()
 
@@ -197,6 +202,7 @@ class DecentralizedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._layout.check()
         if self._skip_for_amp():
             return loss
         self._iterate()
@@ -223,8 +229,9 @@ class DecentralizedOptimizer(Optimizer):
         """The local part, before communication, for one bucket of ``(param, group)``."""
 
     def _to_send(self, pairs) -> list:
-        """The tensors this bucket communicates this step (none: no communication)."""
-        return [p for p, _ in pairs]
+        """The tensors this bucket communicates this step (none: no communication): by
+        default the parameters, as the bucket's slice of the flat buffers (sent in place)."""
+        return self._layout.slices([p for p, _ in pairs])
 
     def _after(self, pairs) -> None:
         """The part after communication."""
@@ -239,11 +246,12 @@ class DecentralizedOptimizer(Optimizer):
     def _start_exchange(self, bucket):
         """Start the ``exchange`` of ``bucket.tensors`` (gossip with the consensus measure, or
         allreduce); returns a handle. Algorithms with their own exchange override it."""
+        fuse = not self._layout.is_flat(bucket.tensors)  # flat slices travel in place, one message each
         if self.exchange == "neighbor_average":
-            return self.comm.neighbor_average_async(bucket.tensors, self.topology, self.steps,
+            return self.comm.neighbor_average_async(bucket.tensors, self.topology, self.steps, fuse=fuse,
                                                     measure=self.measure_consensus, wire_dtype=self.wire_dtype)
         if self.exchange == "allreduce":
-            return self.comm.allreduce_async(bucket.tensors)
+            return self.comm.allreduce_async(bucket.tensors, fuse=fuse)
         raise NotImplementedError(f"{type(self).__name__}: exchange {self.exchange!r} needs its own _start_exchange")
 
     # -------------------------------------------------------------- mixed precision
@@ -277,9 +285,10 @@ class DecentralizedOptimizer(Optimizer):
             return
         target = control.target(self.steps, self.param_groups[0]["lr"], self._grad_rms)
         tensors = [t for bucket in self._buckets for t in bucket.tensors]
+        fuse = not self._layout.is_flat(tensors)
         while self.last_gossip_rounds < control.max_rounds and estimate_from_residual(residual, self.comm) > target:
             residual = self.comm.neighbor_average(tensors, self.topology, self.steps, measure=True,
-                                                  wire_dtype=self.wire_dtype)
+                                                  wire_dtype=self.wire_dtype, fuse=fuse)
             self.last_gossip_rounds += 1
 
     def _grad_rms(self) -> float:
@@ -300,11 +309,19 @@ class DecentralizedOptimizer(Optimizer):
     # -------------------------------------------------------------- pieces of update rules
 
     def _buffer(self, p, name) -> torch.Tensor:
-        """Per-parameter state tensor ``name``, zeros on first use (saved in state_dict)."""
+        """Per-parameter state tensor ``name``, zeros on first use (saved in state_dict): ``p``'s
+        view of the flat field ``name`` (:mod:`mpidec.optim.flat`)."""
         state = self.state[p]
         if name not in state:
-            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state[name] = self._layout.view(name, p)
         return state[name]
+
+    def _field(self, params, name) -> list:
+        """The flat slices of field ``name`` covering ``params`` (consecutive), every
+        parameter's state entry made first: for update rules written over whole slices."""
+        for p in params:
+            self._buffer(p, name)
+        return self._layout.slices(params, name)
 
     @staticmethod
     def _gradient(p, group) -> torch.Tensor:
@@ -312,15 +329,17 @@ class DecentralizedOptimizer(Optimizer):
         g = p.grad if p.grad is not None else torch.zeros_like(p)
         return g.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else g
 
-    def _local_sgd_step(self, pairs) -> None:
+    def _local_sgd_step(self, pairs, momentum: bool = True) -> None:
         """``m <- beta m + g ; x <- x - lr m`` (Nesterov: ``x <- x - lr (g + beta m)``) for the
         parameters with a gradient, as ``torch.optim.SGD`` does it: multi-tensor
-        (``torch._foreach_*``) ops, one kernel launch per group rather than per parameter."""
+        (``torch._foreach_*``) ops, one kernel launch per group rather than per parameter.
+        ``momentum=False``: ``x <- x - lr g`` whatever the group's momentum."""
         for group, params in by_group(pairs, with_grad=True):
             grads = [p.grad for p in params]
             if group["weight_decay"]:
                 grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            torch._foreach_add_(params, self._momentum_directions(params, grads, group), alpha=-group["lr"])
+            directions = self._momentum_directions(params, grads, group) if momentum else grads
+            torch._foreach_add_(params, directions, alpha=-group["lr"])
 
     def _momentum_directions(self, params, grads, group) -> list:
         """The one momentum rule (as ``torch.optim.SGD``): ``m <- beta m + g`` and the direction
@@ -343,7 +362,9 @@ class DecentralizedOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict):
         """torch's loading, keeping this optimizer's own param-group dicts (the buckets hold
-        them, so a learning rate set later through ``param_groups`` reaches the update)."""
+        them, so a learning rate set later through ``param_groups`` reaches the update), and
+        the state tensors of a parameter's shape copied into the flat fields (the update
+        rules act on whole slices of them)."""
         state_dict = dict(state_dict)
         self.steps = state_dict.pop("steps", 0)
         groups = self.param_groups
@@ -351,6 +372,12 @@ class DecentralizedOptimizer(Optimizer):
         for kept, loaded in zip(groups, self.param_groups):
             kept.update(loaded)
         self.param_groups = groups
+        for p in self.params:  # state of the parameter's shape goes back into the flat fields
+            for name, value in self.state[p].items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.dtype == p.dtype:
+                    view = self._layout.view(name, p)
+                    view.copy_(value)
+                    self.state[p][name] = view
 
 
 WIRE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import DecentralizedOptimizer
+from .base import DecentralizedOptimizer, by_group
 
 
 class D2(DecentralizedOptimizer):
@@ -18,12 +18,10 @@ class D2(DecentralizedOptimizer):
     bias that grows with data heterogeneity. Needs the smallest eigenvalue of W above
     -1/3 (use ``topology.lazy`` weights on an even ring). No momentum. Sent per step:
     one model, ``H``, which depends on the final gradients: the exchange starts in ``step()``.
-    State: previous iterate and previous gradient.
+    State: previous iterate and previous gradient. In place, on flat slices: ``X - X_prev``
+    into a scratch field (5 passes over model-sized memory), ``X_prev <- X`` (2), ``X += X -
+    X_prev`` (3), ``+ lr G_prev - lr G`` (6) and ``G_prev <- G`` (2), besides the exchange.
     """
-
-    def __init__(self, params, lr, **kwargs):
-        super().__init__(params, lr, **kwargs)
-        self._h = {}  # scratch for H (not part of the state)
 
     def _check_group(self, group):
         super()._check_group(group)
@@ -31,14 +29,18 @@ class D2(DecentralizedOptimizer):
             raise ValueError("D2 has no momentum form: use momentum=0")
 
     def _before(self, pairs):
-        for p, group in pairs:
-            g = self._gradient(p, group)
-            x_prev, g_prev = self._buffer(p, "prev_param"), self._buffer(p, "prev_grad")
-            h = self._h.setdefault(p, torch.empty_like(p))
-            if self.steps == 0:
-                torch.add(p, g, alpha=-group["lr"], out=h)
-            else:
-                torch.sub(p, x_prev, out=h).add_(p).sub_(g.sub(g_prev), alpha=group["lr"])
-            x_prev.copy_(p)
-            g_prev.copy_(g)
-            p.copy_(h)                                                     # p = H, then W H
+        for group, params in by_group(pairs):
+            lr = group["lr"]
+            grads = [self._gradient(p, group) for p in params]
+            x, x_prev = self._layout.slices(params), self._field(params, "prev_param")
+            previous = [self._buffer(p, "prev_grad") for p in params]
+            if self.steps > 0:
+                moved = self._layout.slices(params, "scratch")
+                torch._foreach_copy_(moved, x)
+                torch._foreach_sub_(moved, x_prev)                         # X - X_prev
+            torch._foreach_copy_(x_prev, x)
+            if self.steps > 0:
+                torch._foreach_add_(x, moved)                              # 2 X - X_prev
+                torch._foreach_add_(params, previous, alpha=lr)            # + lr G_prev
+            torch._foreach_add_(params, grads, alpha=-lr)                  # p = H, then W H
+            torch._foreach_copy_(previous, grads)

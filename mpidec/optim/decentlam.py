@@ -24,8 +24,11 @@ class DecentLaM(DecentralizedOptimizer):
     and on a directed graph such as ``exponential`` the recursion ``W x + beta (x - x_prev)``
     has complex modes outside the unit circle and diverges. The default topology is
     ``symmetric_exponential``.
-    In place: with ``WS`` the gossiped ``S``, ``X = WS + lr Ghat``, so
-    ``X+ = WS + lr (Ghat - d)`` with ``d`` the momentum direction.
+    In place, on flat slices: with ``WS`` the gossiped ``S``, ``X = WS + lr Ghat``, so
+    ``X+ = WS + lr (Ghat - d) = WS - lr beta M`` (``M`` before the update for heavy ball,
+    after it for Nesterov): per step a copy of ``X`` (2 passes over model-sized memory), the
+    local step (3), ``X - WS`` (3), ``X+`` (3) and the momentum update (5), besides the
+    exchange.
     """
 
     default_topology = "symmetric_exponential"
@@ -37,20 +40,24 @@ class DecentLaM(DecentralizedOptimizer):
                                 "its momentum diverges on directed graphs; use e.g. ring, torus, "
                                 "symmetric_exponential or random_matching")
         super().__init__(params, lr, topology=topology, **kwargs)
-        self._x = {}  # scratch: X before the step, then Ghat (not part of the state)
 
     def _before(self, pairs):
-        for p, group in pairs:
-            self._x.setdefault(p, torch.empty_like(p)).copy_(p)
-            if p.grad is not None:
-                p.add_(self._gradient(p, group), alpha=-group["lr"])      # p = S, then W S
+        params = [p for p, _ in pairs]
+        torch._foreach_copy_(self._layout.slices(params, "scratch"), self._layout.slices(params))  # X (not state)
+        self._local_sgd_step(pairs, momentum=False)                        # p = S, then W S
 
     def _after(self, pairs):
         for group, params in by_group(pairs):
-            lr = group["lr"]
-            ghats = [self._x[p].sub_(p).div_(lr) for p in params]          # (X - W S) / lr
-            if group["momentum"]:                                          # beta = 0: X+ = W S
-                directions = self._momentum_directions(params, ghats, group)
-                torch._foreach_sub_(ghats, directions)
-                torch._foreach_add_(params, ghats, alpha=lr)
+            lr, beta = group["lr"], group["momentum"]
+            if not beta:                                                   # X+ = W S
+                continue
+            x, moved = self._layout.slices(params), self._layout.slices(params, "scratch")
+            torch._foreach_sub_(moved, x)                                  # X - W S = lr Ghat
+            momenta = self._field(params, "momentum_buffer")
+            if not group["nesterov"]:
+                torch._foreach_add_(x, momenta, alpha=-lr * beta)          # X+ = W S - lr beta M
+            torch._foreach_mul_(momenta, beta)
+            torch._foreach_add_(momenta, moved, alpha=1 / lr)              # M = beta M + Ghat
+            if group["nesterov"]:
+                torch._foreach_add_(x, momenta, alpha=-lr * beta)
 

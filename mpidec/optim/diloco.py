@@ -106,7 +106,8 @@ class DiLoCo(DecentralizedOptimizer):
             super()._control_consensus(residual)
 
     def _to_send(self, pairs):
-        return [p for p, group in pairs if self._syncs_now(group)]
+        now = [p for p, group in pairs if self._syncs_now(group)]
+        return self._layout.slices(now) if len(now) == len(pairs) else now
 
     def _after(self, pairs):
         for group, params in by_group([(p, g) for p, g in pairs if self._syncs_now(g)]):

@@ -41,9 +41,12 @@ class DmSGD(DecentralizedOptimizer):
 
     def _to_send(self, pairs):
         params = [p for p, _ in pairs]
-        momenta = [self._buffer(p, "momentum_buffer") for p, group in pairs
-                   if group["variant"] == "yu" and group["momentum"] > 0]
-        return params + momenta
+        yu = [p for p, group in pairs if group["variant"] == "yu" and group["momentum"] > 0]
+        if not yu:
+            return self._layout.slices(params)
+        if len(yu) == len(params):                 # model and momentum: each its flat slice, in place
+            return self._layout.slices(params) + self._field(params, "momentum_buffer")
+        return params + [self._buffer(p, "momentum_buffer") for p in yu]
 
 
 class DSGD(DmSGD):

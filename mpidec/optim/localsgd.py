@@ -43,7 +43,9 @@ class LocalSGD(DecentralizedOptimizer):
                 self._buffer(p, "momentum_buffer").zero_()
 
     def _to_send(self, pairs):
-        now = [(p, group) for p, group in pairs if self._averages_now(group)]
-        momenta = [self._buffer(p, "momentum_buffer") for p, group in now
-                   if group["momentum"] and group["momentum_sync"] == "average"]
-        return [p for p, _ in now] + momenta
+        now = [p for p, group in pairs if self._averages_now(group)]
+        momenta = [p for p, group in pairs
+                   if self._averages_now(group) and group["momentum"] and group["momentum_sync"] == "average"]
+        if len(now) == len(pairs) and len(momenta) in (0, len(pairs)):   # whole flat slices, in place
+            return self._layout.slices(now) + (self._field(now, "momentum_buffer") if momenta else [])
+        return now + [self._buffer(p, "momentum_buffer") for p in momenta]

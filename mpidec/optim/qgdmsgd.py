@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import DecentralizedOptimizer
+from .base import DecentralizedOptimizer, by_group
 
 
 class QGDmSGD(DecentralizedOptimizer):
@@ -16,29 +16,33 @@ class QGDmSGD(DecentralizedOptimizer):
 
     ``(X - X+) / lr`` includes the neighbours' pull, so the momentum approximates the
     global direction and stays stable on heterogeneous data. Sent per step: one model, which
-    depends on the final gradients: the exchange starts in ``step()``.
+    depends on the final gradients: the exchange starts in ``step()``. On flat slices, per
+    step: a copy of ``X`` (2 passes over model-sized memory), the local step (6: ``- lr g``
+    and ``- lr beta Mhat``), ``X - X+`` (3) and the momentum update (5), besides the exchange.
     """
 
     divides_by_lr = True
 
-    def __init__(self, params, lr, **kwargs):
-        super().__init__(params, lr, **kwargs)
-        self._x = {}  # scratch: X before the step (not part of the state)
-
     def _before(self, pairs):
-        for p, group in pairs:
-            self._x.setdefault(p, torch.empty_like(p)).copy_(p)
-            beta = group["momentum"]
-            if p.grad is not None:
-                g = self._gradient(p, group)
-                d = g.add(self._buffer(p, "momentum_buffer"), alpha=beta) if beta else g
-                if group["nesterov"]:
-                    d = g.add(d, alpha=beta)
-                p.add_(d, alpha=-group["lr"])
+        params = [p for p, _ in pairs]
+        torch._foreach_copy_(self._layout.slices(params, "scratch"), self._layout.slices(params))  # X (not state)
+        for group, with_grad in by_group(pairs, with_grad=True):
+            lr, beta = group["lr"], group["momentum"]
+            grads = [p.grad for p in with_grad]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, with_grad, alpha=group["weight_decay"])
+            nesterov = group["nesterov"]
+            torch._foreach_add_(with_grad, grads, alpha=-lr * (1 + beta if nesterov else 1))
+            if beta:                                                       # D = G + beta Mhat (Nesterov:
+                momenta = [self._buffer(p, "momentum_buffer") for p in with_grad]  # (1 + beta) G + beta^2 Mhat)
+                torch._foreach_add_(with_grad, momenta, alpha=-lr * beta * (beta if nesterov else 1))
 
     def _after(self, pairs):
-        for p, group in pairs:
+        for group, params in by_group(pairs):
             beta = group["momentum"]
             if beta:
-                moved = self._x[p].sub_(p).div_(group["lr"])               # (X - X+) / lr
-                self._buffer(p, "momentum_buffer").mul_(beta).add_(moved, alpha=1 - beta)
+                moved = self._layout.slices(params, "scratch")
+                torch._foreach_sub_(moved, self._layout.slices(params))      # X - X+
+                momenta = self._field(params, "momentum_buffer")
+                torch._foreach_mul_(momenta, beta)
+                torch._foreach_add_(momenta, moved, alpha=(1 - beta) / group["lr"])

@@ -40,4 +40,4 @@ class GT(DecentralizedOptimizer):
 
     def _to_send(self, pairs):
         params = [p for p, _ in pairs]
-        return params + [self._buffer(p, "tracker") for p in params]
+        return self._layout.slices(params) + self._field(params, "tracker")  # each in place
