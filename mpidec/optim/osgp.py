@@ -140,6 +140,11 @@ class OSGP(SGP):
         return [(torch.stack(pieces[id(p)][0]), torch.stack(pieces[id(p)][1])) for p in self.params]
 
     def load_state_dict(self, state_dict):
+        """torch's; the saved pushes in flight replace this optimizer's own (which are completed
+        and dropped: every rank loads at the same step)."""
+        for step in self._in_flight:
+            for handle in step:
+                handle.wait()
         super().load_state_dict(state_dict)
         saved = [(self.state[p].pop("in_flight", None), self.state[p].pop("in_flight_weight", None))
                  for p in self.params]
