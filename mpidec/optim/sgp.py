@@ -29,7 +29,8 @@ class SGP(DecentralizedOptimizer):
     ``w Z`` at each step, so the state is the momentum and the weight. The weight has the
     parameter's dtype (as in Assran et al.'s code): in float16 the de-biasing is exact to
     float16 precision only. The default topology is ``one_peer_exponential`` (one message
-    per step, the paper's choice).
+    per step, the paper's choice). :class:`mpidec.optim.OSGP` is the overlapped variant: the
+    pushes are received ``delay`` steps after they are sent.
     """
 
     push_sum = True
