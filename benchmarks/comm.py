@@ -23,8 +23,8 @@ import argparse
 import torch
 
 import mpidec
+from common import add_output_flags, finish, save, subplots
 from mpidec import topology
-from mpidec.atomic import save_figure, write_json
 from mpidec.comm import MPICommunicator
 from timing import timed_together
 
@@ -46,8 +46,7 @@ def raw_ring(world, x, recv, w):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="benchmarks/results/comm.json")
-    parser.add_argument("--plot", default="docs/figures/comm.png")
+    add_output_flags(parser, "comm")
     parser.add_argument("--max-bytes", type=int, default=PAYLOADS[-1])
     args = parser.parse_args()
 
@@ -89,19 +88,12 @@ def main():
                   + (f"  hvd {row['horovod_allreduce'] * 1e3:8.3f} ms" if "horovod_allreduce" in row else ""),
                   flush=True)
     if rank == 0:
-        result = {"ranks": n, "dtype": "float32", "pool_bytes": comm._pool.allocated_bytes, "rows": rows}
-        write_json(args.out, result)
-        plot(rows, args.plot, n)
-        print(f"wrote {args.out} and {args.plot}")
+        finish(args, {"ranks": n, "dtype": "float32", "pool_bytes": comm._pool.allocated_bytes, "rows": rows}, plot)
 
 
-def plot(rows, path, n):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def plot(results, path):
+    rows, n = results["rows"], results["ranks"]
+    fig, ax = subplots(figsize=(7, 4.5))
     sizes = [r["bytes"] for r in rows]
     for key in ("mpidec_ring", "raw_ring", "mpidec_exponential", "mpi_allreduce", "horovod_allreduce"):
         if all(key in r for r in rows):
@@ -111,7 +103,7 @@ def plot(rows, path, n):
     ax.set_title(f"gossip vs allreduce, {n} ranks")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    save_figure(fig, path)
+    save(fig, path)
 
 
 if __name__ == "__main__":
