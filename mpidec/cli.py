@@ -82,25 +82,27 @@ def topology_command(args) -> int:
 
 
 def train_command(args) -> int:
+    """0: finished or preempted (summary.json says which); 2: a setting that cannot work; 1: the
+    run diverged. Both errors are raised on every rank alike: rank 0 says it, once."""
     from .train import ConfigError, train
     from .train.config import from_args
+    from .train.report import TrainingDiverged
 
     try:
-        train(from_args(args))  # "finished" and "preempted" both end here: summary.json says which
-    except ConfigError as exc:  # raised on every rank alike: say it once
+        train(from_args(args))
+    except (ConfigError, TrainingDiverged) as exc:
         if launch_rank() == 0:
             print(f"mpidec train: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return 2 if isinstance(exc, ConfigError) else 1
     return 0
 
 
 def compare_command(args) -> int:
-    from .train import ConfigError
-    from .train.compare import compare
+    from .train.compare import CompareError, compare
 
     try:
         text, paths = compare(args.runs, args.plots)
-    except ConfigError as exc:
+    except CompareError as exc:
         print(f"mpidec compare: error: {exc}", file=sys.stderr)
         return 2
     print(text)

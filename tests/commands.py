@@ -1,5 +1,6 @@
-"""Short MPI jobs launched from a serial test: ``mpiexec -n 4`` in a subprocess, bounded by a
-timeout, so that a job that hangs fails its test instead of stalling the suite."""
+"""Commands a serial test launches: short MPI jobs (``mpiexec -n 4`` in a subprocess, bounded by a
+timeout, so that a job that hangs fails its test instead of stalling the suite) and the
+``mpidec`` command as a user runs it."""
 
 import os
 import subprocess
@@ -29,3 +30,10 @@ def assert_uncaught_ends_the_job(script: str, rank: int, error: str) -> None:
     assert rc != 0
     assert f"[rank {rank}/4] uncaught exception, aborting the whole job" in out
     assert error in out, out
+
+
+def run_mpidec(*args) -> subprocess.CompletedProcess:
+    """``python -m mpidec ARGS`` from the repository root, as a user runs it (text output)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "mpidec", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=120)

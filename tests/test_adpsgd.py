@@ -17,7 +17,7 @@ from mpidec import topology as T
 from mpidec.comm import Simulator
 from mpidec.optim import ADPSGD
 from mpidec.topology import bipartite_roles
-from mpijob import assert_uncaught_ends_the_job, mpiexec
+from commands import assert_uncaught_ends_the_job, mpiexec
 
 
 def roles(topo):

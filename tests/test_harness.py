@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mpijob import BOUND, assert_uncaught_ends_the_job, mpiexec
+from commands import BOUND, assert_uncaught_ends_the_job, mpiexec
 
 
 def test_an_assertion_failing_on_one_rank_fails_the_suite():

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from ..atomic import cannot_write
 from . import plots
-from .config import ConfigError
 from .metrics import read_records
 
 COLUMNS = (  # header, summary key, format
@@ -25,8 +24,13 @@ COLUMNS = (  # header, summary key, format
 _MILLISECONDS = {"compute_time", "communication_time"}
 
 
+class CompareError(ValueError):
+    """A run folder that holds no readable run, or a ``--plots`` folder that cannot be
+    written; the message names the file or folder and what to pass instead."""
+
+
 def load_runs(run_dirs) -> list[tuple[dict, list[dict]]]:
-    """``(summary, records)`` of each run folder; ConfigError naming the file when one holds no
+    """``(summary, records)`` of each run folder; CompareError naming the file when one holds no
     run with results, or a damaged file. A missing or cut-short ``metrics.jsonl`` only costs
     curves (a line on stderr says so)."""
     return [(_summary(Path(folder)), _records(Path(folder))) for folder in run_dirs]
@@ -35,16 +39,16 @@ def load_runs(run_dirs) -> list[tuple[dict, list[dict]]]:
 def _summary(folder: Path) -> dict:
     path = folder / "summary.json"
     if not path.exists():
-        raise ConfigError(f"{folder}: no summary.json; pass folders written by mpidec train (its --out)")
+        raise CompareError(f"{folder}: no summary.json; pass folders written by mpidec train (its --out)")
     try:
         summary = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path} cannot be read ({exc}); rerun that training with --resume to rewrite it") from None
+        raise CompareError(f"{path} cannot be read ({exc}); rerun that training with --resume to rewrite it") from None
     if not isinstance(summary, dict):
-        raise ConfigError(f"{path} is not a run summary (a JSON object); pass folders written by mpidec train")
+        raise CompareError(f"{path} is not a run summary (a JSON object); pass folders written by mpidec train")
     if "algorithm" not in summary:
         status = summary.get("status", "unknown")
-        raise ConfigError(f"{folder}: no results (status {status!r}"
+        raise CompareError(f"{folder}: no results (status {status!r}"
                           + (f": {summary['error']}" if summary.get("error") else "") + "); leave it out")
     if summary.get("status") not in (None, "finished"):
         summary = {**summary, "algorithm": f"{summary['algorithm']} ({summary['status']})"}
@@ -59,7 +63,7 @@ def _records(folder: Path) -> list[dict]:
     try:
         return read_records(path)
     except (OSError, ValueError) as exc:
-        raise ConfigError(str(exc) if isinstance(exc, ValueError) else f"{path} cannot be read ({exc})") from None
+        raise CompareError(str(exc) if isinstance(exc, ValueError) else f"{path} cannot be read ({exc})") from None
 
 
 def table(summaries) -> str:
@@ -89,7 +93,7 @@ def compare(run_dirs, plot_dir=None) -> tuple[str, list[Path]]:
     """The table of the runs and, with ``plot_dir``, the paths of the shared plots."""
     reason = plot_dir is not None and cannot_write(plot_dir)
     if reason:
-        raise ConfigError(f"--plots {plot_dir}: cannot write there ({reason}); pass a folder this user can write")
+        raise CompareError(f"--plots {plot_dir}: cannot write there ({reason}); pass a folder this user can write")
     runs = load_runs(run_dirs)
     paths = []
     if plot_dir is not None:

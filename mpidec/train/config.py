@@ -13,13 +13,15 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from .partition import SCHEMES
+from .schedule import DECAYS, SCALINGS
+
+# data.py (one loader per dataset) and device.py import torch, which the flags must not wait
+# for: the names of the datasets and devices are listed here (tests/test_train_config.py
+# holds data.py to them).
 DATASETS = ("digits", "synthetic", "cifar10", "imagenet")
-PARTITIONS = ("iid", "label_sorted", "dirichlet")
-DECAYS = ("cosine", "step", "none")
-LR_SCALINGS = ("linear", "none")
 DEVICES = ("auto", "cpu", "cuda")
-CHOICES = {"dataset": DATASETS, "partition": PARTITIONS, "decay": DECAYS, "lr_scaling": LR_SCALINGS,
-           "device": DEVICES}
+CHOICES = {"dataset": DATASETS, "partition": SCHEMES, "decay": DECAYS, "lr_scaling": SCALINGS, "device": DEVICES}
 
 # Fields that must not change when a run resumes: they decide what the saved state means.
 RESUME_INVARIANTS = ("algorithm", "options", "topology", "dataset", "partition", "alpha", "model",

@@ -302,10 +302,10 @@ class Trainer:
         return True
 
     def _write(self, record: dict) -> None:
-        """Log ``record``; a ConfigError on every rank (the values are global) if training diverged."""
+        """Log ``record``; TrainingDiverged on every rank (the values are global) if it is not finite."""
         broken = report.non_finite(record)
         if broken:
-            raise ConfigError(f"training diverged: {record['event']} {broken} is {record[broken]} at step "
+            raise report.TrainingDiverged(f"training diverged: {record['event']} {broken} is {record[broken]} at step "
                               f"{self.step}; lower --lr (peak {self.schedule.peak:g}) or lengthen --warmup-epochs")
         self.log.write(record)
 

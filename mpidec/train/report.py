@@ -8,7 +8,8 @@
 - ``"preempted"``: stopped by a signal; ``"checkpoint"`` names the folder to resume from
   (``--resume``), ``"stopped_by"`` the signal, ``"checkpoint_seconds"`` how long writing
   it took (rank 0, waiting for the others included);
-- ``"failed"``: a setting that cannot work; ``"error"`` says which flag to change (a
+- ``"failed"``: a setting that cannot work (:class:`~mpidec.train.config.ConfigError`), or a
+  run that diverged (:class:`TrainingDiverged`); ``"error"`` says which flag to change (a
   finished run stays "finished" when a later attempt on it is refused).
 
 A batch script decides from it whether to requeue (``"preempted"``), not from an exit code.
@@ -28,6 +29,11 @@ from . import plots
 SUMMARY = "summary.json"
 
 
+class TrainingDiverged(RuntimeError):
+    """A record of the run holds a non-finite number (the same on every rank: records are
+    global); the message says which and what to lower."""
+
+
 def mark_running(out_dir) -> dict | None:
     """Rank 0: ``summary.json`` says "running" from the start of an attempt (so a crash never
     leaves an earlier attempt's "preempted" behind); returns the summary it replaced."""
@@ -43,8 +49,9 @@ def mark_running(out_dir) -> dict | None:
 
 
 def mark_failed(out_dir, error: str, previous: dict | None) -> None:
-    """Rank 0, after a ConfigError: "failed" with the error, except that a finished run stays
-    finished (the attempt changed nothing: its settings were refused before training)."""
+    """Rank 0, after a ConfigError or TrainingDiverged: "failed" with the error, except that a
+    finished run stays finished (the attempt changed nothing: its settings were refused before
+    training)."""
     if launch_rank() == 0:
         finished = previous if previous and previous.get("status") == "finished" else None
         _write_status(out_dir, finished or {"status": "failed", "error": error})

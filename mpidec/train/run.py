@@ -8,6 +8,7 @@ from .asynchronous import AsyncTrainer
 from .config import ConfigError, TrainConfig
 from .loop import Trainer
 from .preemption import catching
+from .report import TrainingDiverged
 
 
 def train(config: TrainConfig) -> dict:
@@ -19,6 +20,6 @@ def train(config: TrainConfig) -> dict:
         previous = report.mark_running(config.out_dir)
         try:
             return cls(config).run()
-        except ConfigError as exc:  # on every rank alike
+        except (ConfigError, TrainingDiverged) as exc:  # on every rank alike
             report.mark_failed(config.out_dir, str(exc), previous)
             raise

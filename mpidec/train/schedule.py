@@ -17,14 +17,15 @@ from __future__ import annotations
 import bisect
 import math
 
+SCALINGS = ("linear", "none")        # of the peak with the global batch
+DECAYS = ("cosine", "step", "none")  # after the warm-up
+
 
 def scaled_lr(lr: float, global_batch: int, reference_batch: int, scaling: str = "linear") -> float:
     """The peak learning rate for ``global_batch`` samples per step."""
-    if scaling == "none":
-        return lr
-    if scaling == "linear":
-        return lr * global_batch / reference_batch
-    raise ValueError(f"unknown learning-rate scaling {scaling!r}; use 'linear' or 'none'")
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown learning-rate scaling {scaling!r}; use one of {', '.join(SCALINGS)}")
+    return lr * global_batch / reference_batch if scaling == "linear" else lr
 
 
 class LRSchedule:
@@ -36,8 +37,8 @@ class LRSchedule:
 
     def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0, start: float | None = None,
                  decay: str = "cosine", milestones=(), factor: float = 0.1):
-        if decay not in ("cosine", "step", "none"):
-            raise ValueError(f"unknown decay {decay!r}; use 'cosine', 'step' or 'none'")
+        if decay not in DECAYS:
+            raise ValueError(f"unknown decay {decay!r}; use one of {', '.join(DECAYS)}")
         if not 0 <= warmup_steps <= total_steps:
             raise ValueError(f"warm-up of {warmup_steps} steps does not fit in {total_steps} steps")
         self.peak, self.total_steps, self.warmup_steps = peak, total_steps, warmup_steps
