@@ -50,11 +50,14 @@ def fit_links(results) -> dict:
 
 
 def network_of(entry, links) -> M.Network:
+    """The model of one setting: the fraction of the tbf rate TCP delivers (all settings), and
+    the latency and one-sided round trip of this setting's own probes, which on this shared
+    machine are the scheduler's and change with its load from one setting to the next."""
     bandwidth = links["efficiency"] * rate_bits(entry["rate"]) / 8
     local = {"local_latency": links["local"][0], "local_bandwidth": links["local"][1]} if links["local"] else {}
     slow = ((entry["slow"][0] - 1, float(entry["slow"][1])),) if entry["slow"] else ()
-    return M.Network(entry["hosts"], entry["per_host"], bandwidth=bandwidth, latency=links["latency"], overhead=0.0,
-                     rma_latency=links["rma_latency"], slow=slow, **local)
+    return M.Network(entry["hosts"], entry["per_host"], bandwidth=bandwidth, latency=entry["fit"]["latency"],
+                     overhead=0.0, rma_latency=entry["probe"]["average_8_bytes"] / 4, slow=slow, **local)
 
 
 def exchange(run) -> tuple[str, float]:
