@@ -67,6 +67,18 @@ def rank_and_size() -> tuple[int, int]:
     return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
 
 
+def node_rank_and_size(comm=None) -> tuple[int, int]:
+    """(this rank's index among the ranks of ``comm`` on its node, how many they are)
+    (collective over ``comm``, the world by default: ``MPI_COMM_TYPE_SHARED``)."""
+    from mpi4py import MPI
+
+    node = (comm or MPI.COMM_WORLD).Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_rank(), node.Get_size()
+    finally:
+        node.Free()
+
+
 def rank_tag() -> str:
     rank, size = rank_and_size()
     return f"[rank {rank}/{size}]"

@@ -16,7 +16,6 @@ import faulthandler
 import os
 import sys
 import threading
-import time
 
 import pytest
 
@@ -41,18 +40,17 @@ def pytest_configure(config):
 
 
 def _abort(config, message: str, stacks: bool = False) -> None:
-    from mpi4py import MPI
+    """``mpidec.runtime.abort`` from inside pytest: to the real stderr, after every thread's
+    stack when ``stacks``."""
+    from mpidec.runtime import abort
 
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
         capture.suspend_global_capture()  # pytest holds fd 2 during a test: write to the real one
     if stacks:
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-    comm = MPI.COMM_WORLD
-    sys.stderr.write(f"\n[rank {comm.Get_rank()}/{comm.Get_size()}] {message}\n")
-    sys.stderr.flush()
-    time.sleep(1)  # let mpiexec forward this rank's output before it kills the job
-    comm.Abort(1)
+    sys.stderr.write("\n")
+    abort(message)
 
 
 @pytest.hookimpl(hookwrapper=True)

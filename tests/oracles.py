@@ -229,3 +229,28 @@ def vote_closed_form(signals, offset=0):
     ties = s == 0
     s[ties] = np.where((np.arange(len(s)) + offset)[ties] % 2 == 0, 1, -1)
     return s
+
+
+class WireMatrix:
+    """``W`` as a wire in ``dtype`` sees it: ``Y -> diag(W) Y + (W - diag(W)) round(Y)`` (the own
+    row exact, the neighbours' rounded to ``dtype``), so that the dense rules of oracles.py,
+    which gossip with ``W @ Y``, become the rules with a low-precision wire."""
+
+    def __init__(self, W, dtype):
+        self.W, self.dtype, self.d = W, dtype, np.diag(W)
+
+    def __matmul__(self, Y):
+        rounded = torch.from_numpy(np.ascontiguousarray(Y)).to(self.dtype).double().numpy()
+        return self.d[:, None] * Y + (self.W - np.diag(self.d)) @ rounded
+
+
+class WireTopology:
+    """A topology whose rounds are :class:`WireMatrix`: what the dense rules see with a
+    low-precision wire (``dense_trajectory(problem, algorithm, WireTopology(topo, dtype), ...)``)."""
+
+    def __init__(self, topo, dtype):
+        self.topo, self.dtype = topo, dtype
+
+    def at(self, step):
+        t = self.topo.at(step)
+        return type("Round", (), {"W": WireMatrix(t.W, self.dtype)})()

@@ -8,7 +8,7 @@ import torch
 from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from oracles import LeastSquares, dense_trajectory
+from oracles import LeastSquares, WireTopology, dense_trajectory
 
 pytestmark = pytest.mark.mpi(min_size=2)
 LR, STEPS = 0.05, 50
@@ -63,8 +63,6 @@ def test_mpi_bytes_through_the_transport_are_the_payload(comm):
 
 @pytest.mark.parametrize("algorithm, kwargs", [("DSGD", {}), ("DecentLaM", {"momentum": 0.8})])
 def test_mpi_low_precision_wire_equals_the_dense_rule_and_the_simulator(comm, algorithm, kwargs):
-    from test_wire import WireTopology
-
     topo, problem = T.ring(comm.size), LeastSquares(comm.size, seed=33)
     options = dict(lr=LR, topology=topo, wire_dtype=torch.bfloat16, **kwargs)
     mine, _ = problem.worker(comm, algorithm, STEPS, **options)

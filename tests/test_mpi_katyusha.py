@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mpidec.comm import Simulator
-from test_katyusha import TAU, SumOfNonconvex, reference, stratified_batches, worker
+from katyusha_oracle import TAU, SumOfNonconvex, reference, stratified_batches, worker
 
 pytestmark = pytest.mark.mpi(min_size=2)
 

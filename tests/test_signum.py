@@ -75,3 +75,24 @@ def test_bytes_on_the_wire_are_a_thirty_second_of_a_float32_allreduce():
     sent_vote = 2 * (n - 1) * shard // 8                # all-to-all and allgather, each (n - 1) shards
     sent_allreduce = 2 * (n - 1) * (params // n) * 4    # ring allreduce of float32
     assert sent_allreduce / sent_vote >= 31.9
+
+
+def test_starting_the_vote_does_not_wait_for_the_other_ranks():
+    """``majority_vote_async`` only starts the all-to-all: node 0 starts its vote and goes on
+    before node 1 has started its own (node 1 waits for that), and both get the vote."""
+    import threading
+
+    signals, started = [torch.tensor([1.0, -1.0, 3.0]), torch.tensor([-1.0, 1.0, 1.0])], threading.Event()
+
+    def node(comm):
+        out = torch.empty(3)
+        if comm.rank == 1:
+            assert started.wait(30), "node 0's start waited for node 1"
+        handle = comm.majority_vote_async([signals[comm.rank]], [out])
+        started.set()
+        handle.wait()
+        return out.numpy()
+
+    want = vote_closed_form([s.numpy() for s in signals])
+    for out in Simulator(2, timeout=30).run(node):
+        np.testing.assert_array_equal(out, want)

@@ -7,32 +7,10 @@ import torch
 from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from oracles import ALGORITHM_CASES, LeastSquares, dense_trajectory
+from oracles import ALGORITHM_CASES, LeastSquares, WireTopology, dense_trajectory
 
 N, LR, STEPS = 6, 0.05, 100
 GOSSIP_CASES = [(a, kw) for a, kw in ALGORITHM_CASES if a in ("DSGD", "DmSGD", "DecentLaM", "QGDmSGD", "D2")]
-
-
-class WireMatrix:
-    """``W`` as a wire in ``dtype`` sees it: ``Y -> diag(W) Y + (W - diag(W)) round(Y)`` (the own
-    row exact, the neighbours' rounded to ``dtype``), so that the dense rules of oracles.py,
-    which gossip with ``W @ Y``, become the rules with a low-precision wire."""
-
-    def __init__(self, W, dtype):
-        self.W, self.dtype, self.d = W, dtype, np.diag(W)
-
-    def __matmul__(self, Y):
-        rounded = torch.from_numpy(np.ascontiguousarray(Y)).to(self.dtype).double().numpy()
-        return self.d[:, None] * Y + (self.W - np.diag(self.d)) @ rounded
-
-
-class WireTopology:
-    def __init__(self, topo, dtype):
-        self.topo, self.dtype = topo, dtype
-
-    def at(self, step):
-        t = self.topo.at(step)
-        return type("Round", (), {"W": WireMatrix(t.W, self.dtype)})()
 
 
 def run(problem, topo, algorithm, steps, **kwargs):

@@ -244,7 +244,8 @@ class Communicator(abc.ABC):
         Each rank owns a shard of the positions: an all-to-all sends every rank the bits
         of its shard (reduce-scatter), it counts the votes and packs the result, an
         allgather returns all shards. Ties: see :func:`mpidec.comm.bits.vote`. Every rank
-        sends ``2 (n - 1) / n`` bits per element: 1/32 of a float32 ring allreduce.
+        sends ``2 (n - 1) / n`` bits per element: 1/32 of a float32 ring allreduce. Only the
+        all-to-all is started here; ``wait()`` counts the votes and runs the allgather.
         """
         numel, dtype, device = fusion.numel(tensors), tensors[0].dtype, tensors[0].device
         shard = 8 * bits.packed_size(-(-numel // self.size))            # positions per rank, whole bytes
@@ -255,15 +256,15 @@ class Communicator(abc.ABC):
         self._pool.give(padded)
         send = self._staging(packed)
         recv = torch.empty_like(send)
-        self._start_alltoall(send, recv).wait()
-        self._unstage(packed, send, received=None)
-        mine = bits.vote(recv.to(device), shard, offset=self.rank * shard)
-        votes = torch.empty_like(recv)
-        wire = self._staging(mine)
-        request = self._start_allgather(wire, votes)
+        request = self._start_alltoall(send, recv)
 
         def finish():
             request.wait()
+            self._unstage(packed, send, received=None)
+            mine = bits.vote(recv.to(device), shard, offset=self.rank * shard)
+            votes = torch.empty_like(recv)
+            wire = self._staging(mine)
+            self._start_allgather(wire, votes).wait()
             self._unstage(mine, wire, received=None)
             fusion.unpack(bits.unpack_signs(votes.reshape(-1).to(device), shard * self.size, dtype), out)
 

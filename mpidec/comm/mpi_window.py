@@ -35,6 +35,7 @@ import time
 
 import torch
 
+from ..runtime import node_rank_and_size
 from .mpi_buffer import as_mpi_bytes
 from .window import Counter, ModelWindow
 
@@ -155,12 +156,7 @@ def progress_interval(comm) -> float:
         except ValueError:
             raise ValueError(f"MPIDEC_RMA_PROGRESS={env!r} is not a number of seconds (0 turns the "
                              "progress thread off)") from None
-    from mpi4py import MPI
-
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    one_node = node.Get_size() == comm.Get_size()
-    node.Free()
-    return 0.0 if one_node else 1e-3
+    return 0.0 if node_rank_and_size(comm)[1] == comm.Get_size() else 1e-3
 
 
 class _Progress:

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from ..runtime import node_rank_and_size
 from .config import ConfigError
 
 
 def local_rank() -> int:
-    """This rank's index among the ranks of its node."""
-    from mpi4py import MPI
-
-    node = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)
-    try:
-        return node.Get_rank()
-    finally:
-        node.Free()
+    """This rank's index among the ranks of its node (collective)."""
+    return node_rank_and_size()[0]
 
 
 def choose(choice: str, local_rank: int) -> torch.device:
