@@ -148,11 +148,12 @@ def train(setting, model, algorithm, topology, options, epochs, out: Path, data=
 
 
 def measure(args) -> None:
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.resume else {"settings": {}}
+    keep = RESULTS.exists() and (args.resume or args.only)
+    results = json.loads(RESULTS.read_text()) if keep else {"settings": {}}
     results.update(model=MODEL, epochs=EPOCHS, batch=BATCH, target=TARGET)
     for setting in GRID:
         name, hosts, per_host, rate, slow, runs = setting
-        if args.only and name not in args.only or name in results["settings"]:
+        if args.only and name not in args.only or args.resume and name in results["settings"]:
             continue
         flags = ["--hosts", str(hosts), "--ranks-per-host", str(per_host), "--rate", rate]
         if slow:
@@ -197,8 +198,9 @@ def main() -> None:
     p = sub.add_parser("probe")
     p.add_argument("out")
     m = sub.add_parser("measure")
-    m.add_argument("--only", nargs="+", help="settings of GRID to run")
-    m.add_argument("--resume", action="store_true", help="keep the settings already in the results file")
+    m.add_argument("--only", nargs="+", choices=[g[0] for g in GRID],
+                   help="settings of GRID to (re-)measure; the others stay as they are in the results file")
+    m.add_argument("--resume", action="store_true", help="skip the settings already in the results file")
     r = sub.add_parser("report")
     r.add_argument("--plots", default=str(ROOT / "docs/figures"))
     args = parser.parse_args()
