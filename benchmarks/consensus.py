@@ -158,6 +158,7 @@ def plot(results, path):
         ax2.set_xscale("log")
         ax2.set_xlabel("bytes sent / allreduce's")
         ax2.set_ylabel("test accuracy (average model)")
+    fig.tight_layout()
     save(fig, path)
 
 

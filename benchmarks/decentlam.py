@@ -123,14 +123,17 @@ def plot(results, path):
             sub = [r for r in rows if (r["nodes"], r["topology"]) == (n, name)]
             for k, algorithm in enumerate(ALGORITHMS):
                 points = [(r["batch"], r[algorithm]) for r in sub if r.get(algorithm) is not None]
-                if points:
-                    ax.semilogy(*zip(*points), marker="o", color=f"C{k}", label=algorithm)
+                if points:                  # push-sum dashed, SGP hollow: SGP = DmSGD on doubly stochastic graphs
+                    ax.semilogy(*zip(*points), marker="o", color=f"C{k}", label=algorithm,
+                                ls="--" if algorithm in ("SGP", "OSGP") else "-",
+                                mfc="none" if algorithm == "SGP" else None)
             ax.set_xscale("log", base=2)
             ax.set_title(f"{name}, {n} workers")
             ax.set_xlabel("batch per worker (lr scaled linearly)")
             ax.grid(True, which="both", alpha=0.3)
         axes[i][0].set_ylabel("excess global loss")
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
     save(fig, path)
 
 
