@@ -11,9 +11,10 @@ Modules, one idea each: ``config`` (settings and flags), ``data`` (datasets),
 ``models``, ``schedule`` (learning rates), ``algorithm`` (building the optimizer),
 ``evaluation`` (test accuracy, averaged model, consensus distance), ``metrics``
 (records, TensorBoard), ``plots``, ``checkpoint``, ``preemption`` (stop requests, agreed
-at step boundaries), ``device`` (one GPU per rank), ``loop`` (the training loop),
-``asynchronous`` (its ADPSGD form), ``report`` (summary.json and what rank 0 prints),
-``compare`` (tables of runs).
+at step boundaries), ``device`` (one GPU per rank), ``local`` (what a rank sets up on
+its own: output folder, saved state, device, data, model, partition), ``loop`` (the
+training loop), ``asynchronous`` (its ADPSGD form), ``run`` (the entry point: picks the
+loop), ``report`` (summary.json and what rank 0 prints), ``compare`` (tables of runs).
 """
 
 from .config import ConfigError, TrainConfig

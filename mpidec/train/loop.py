@@ -1,9 +1,10 @@
 """The training loop: every rank runs :class:`Trainer` with the same configuration
 (through :func:`mpidec.train.run.train`).
 
-Setting up has two phases. The first is local (output folder, saved state, data, model):
-it can fail on some ranks only (a folder missing on one node), so the ranks then compare
-notes and all stop with the same :class:`ConfigError` instead of leaving the others in a
+Setting up has two phases. The first is local (:func:`mpidec.train.local.prepare`: output
+folder, saved state, device, data, model, partition, held as ``trainer.local``): it can
+fail on some ranks only (a folder missing on one node), so the ranks then compare notes
+and all stop with the same :class:`ConfigError` instead of leaving the others in a
 collective. The second builds the optimizer, which is collective and fails the same way
 everywhere.
 
@@ -31,15 +32,12 @@ import mpidec
 
 from .. import signals
 from .. import topology as topologies
-from ..atomic import cannot_write
 from ..consensus import exact_distance
-from . import algorithm, checkpoint, device, evaluation, models, report
-from . import data as datasets
+from . import algorithm, checkpoint, device, evaluation, local, report
 from . import schedule as schedules
 from .batches import batches
 from .config import ConfigError, TrainConfig
 from .metrics import Meter, MetricsLog
-from .partition import Partition
 from .preemption import Preemption
 
 
@@ -56,6 +54,8 @@ class Trainer:
 
     One communicator serves the optimizer, the metrics, evaluation and checkpoints.
     ``allreduce``: its backend ('auto': Horovod when it can run here, else MPI).
+    ``local``: this rank's checkpoints, device, data, model and partition
+    (:class:`~mpidec.train.local.LocalSetup`).
     """
 
     allreduce = "auto"
@@ -71,15 +71,15 @@ class Trainer:
         error, saved = None, None
         try:
             topology = self._topology()
-            saved = self._prepare(local_rank)
+            self.local, saved = local.prepare(self.config, self.rank, self.size, local_rank)
         except ConfigError as exc:
             error = str(exc)
         _agree(self.comm, error)
-        self.steps_per_epoch = self.partition.steps_per_epoch
+        self.steps_per_epoch = self.local.partition.steps_per_epoch
         self.total_steps = config.epochs * self.steps_per_epoch
         self.global_batch = config.batch_size * self.size
         self.schedule = schedules.from_config(config, self.steps_per_epoch, self.size)
-        self.optimizer = algorithm.build(config, self.model.parameters(), self.schedule(0), topology, self.comm)
+        self.optimizer = algorithm.build(config, self.local.model.parameters(), self.schedule(0), topology, self.comm)
         self.topology = self.optimizer.topology
         self.interval, self.run_totals = Meter(), Meter()  # metric sums: since the last record, whole run
         self.step = 0
@@ -104,38 +104,10 @@ class Trainer:
         except topologies.TopologyError as exc:
             raise ConfigError(f"--topology: {exc}") from exc
 
-    def _prepare(self, local_rank: int) -> dict | None:
-        """The local part of setting up: output folder, saved state (if resuming), device, data,
-        model, partition. The cheap checks come first."""
-        config = self.config
-        reason = cannot_write(config.out_dir)
-        if reason:
-            raise ConfigError(f"--out {config.out_dir}: cannot write there ({reason}); pass a folder this "
-                              "user can write, shared by every node")
-        self.checkpoints = checkpoint.Checkpoints(config.out_dir, self.rank, self.size)
-        saved = self.checkpoints.load() if config.resume else None
-        changed = config.changed_invariants(saved["config"]) if saved else None
-        if changed:
-            raise ConfigError("--resume: the checkpoint was made with other settings; "
-                              f"pass the saved ones: {'; '.join(changed)}")
-        self.device = device.choose(config.device, local_rank)
-        self.data = datasets.load(config)
-        self.model_name = config.model or models.DEFAULT_MODEL[config.dataset]
-        self.model = models.build(self.model_name, self.data.input_shape, self.data.num_classes,
-                                  config.seed).to(self.device)
-        try:
-            self.partition = Partition(self.data.train_labels, self.size, self.rank, config.partition,
-                                       config.seed, config.alpha, config.batch_size)
-        except ValueError as exc:
-            raise ConfigError(f"--partition {config.partition}: {exc}") from exc
-        if saved:
-            self.model.load_state_dict(saved["model"])  # before the optimizer exists (ADPSGD copies the model)
-        return saved
-
     # ------------------------------------------------------------ state
 
     def _state(self) -> dict:
-        return {"step": self.step, "config": self.config.to_dict(), "model": self.model.state_dict(),
+        return {"step": self.step, "config": self.config.to_dict(), "model": self.local.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": checkpoint.rng_states(),
                 "interval": self.interval.state_dict(), "run_totals": self.run_totals.state_dict(),
                 "time": self.elapsed(), "last_eval": self.last_eval, "last_train": self.last_train,
@@ -152,7 +124,7 @@ class Trainer:
 
     def save(self) -> None:
         started = time.perf_counter()
-        self.checkpoints.save(self.step, self._state(), self.comm)
+        self.local.checkpoints.save(self.step, self._state(), self.comm)
         self.saved_step = self.step
         self.checkpoint_seconds = time.perf_counter() - started
         report.check_launcher_grace(self, self.checkpoint_seconds)
@@ -206,18 +178,19 @@ class Trainer:
         step = first
         while end is None or step < end:
             epoch, within = divmod(step, self.steps_per_epoch)
-            yield from batches(self.data.train, self.partition.epoch_order(epoch), self.config.batch_size,
+            yield from batches(self.local.data.train, self.local.partition.epoch_order(epoch), self.config.batch_size,
                                start=within, seed=self.config.seed, epoch=epoch, workers=self.config.workers,
-                               pin_memory=self.device.type == "cuda")
+                               pin_memory=self.local.device.type == "cuda")
             step = (epoch + 1) * self.steps_per_epoch
 
     def train_step(self, images, labels, started: float, lr: float) -> None:
         """One step on this rank's batch at learning rate ``lr``; ``started``: when fetching the batch began."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        on = self.local.device
+        images, labels = images.to(on, non_blocking=True), labels.to(on, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.model(images)
+        logits = self.local.model(images)
         loss = F.cross_entropy(logits, labels)
         loss.backward()
         self._synchronize()
@@ -230,8 +203,8 @@ class Trainer:
             meter.add(loss.item(), correct, len(labels), computed - started, communicated - computed)
 
     def _synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self.local.device.type == "cuda":
+            torch.cuda.synchronize(self.local.device)
 
     def _after_step(self) -> bool:
         """Records, evaluations and checkpoints due at this step (the final ones come after the
@@ -266,7 +239,7 @@ class Trainer:
         steps, loss, correct, samples, compute, communication = sums.tolist()
         record = {"event": "train", "step": self.step, "epoch": self.step / self.steps_per_epoch,
                   "lr": self.optimizer.param_groups[0]["lr"], "loss": loss / steps, "accuracy": correct / samples,
-                  "consensus_distance": exact_distance(list(self.model.parameters()), self.comm),
+                  "consensus_distance": exact_distance(list(self.local.model.parameters()), self.comm),
                   "compute_time": compute / steps, "communication_time": communication / steps,
                   "samples_per_s": samples * self.size / max(compute + communication, 1e-12),
                   "time": self.elapsed()}
@@ -277,11 +250,12 @@ class Trainer:
     def evaluate(self) -> bool:
         """Every worker's model on the whole test set, the averaged model on slices of it.
         A stop request cuts the scoring short: then no record, and False (on every rank)."""
-        test, batch, workers = self.data.test, self.config.batch_size, self.config.workers
-        self.averaged = evaluation.averaged_model(self.model, self.comm, into=self.averaged)
-        own = evaluation.score(self.model, test, range(len(test)), batch, self.device, workers, signals.requested)
+        model, test, on = self.local.model, self.local.data.test, self.local.device
+        batch, workers = self.config.batch_size, self.config.workers
+        self.averaged = evaluation.averaged_model(model, self.comm, into=self.averaged)
+        own = evaluation.score(model, test, range(len(test)), batch, on, workers, signals.requested)
         mine = evaluation.rank_slice(len(test), self.size, self.rank)
-        part = own and evaluation.score(self.averaged, test, mine, batch, self.device, workers, signals.requested)
+        part = own and evaluation.score(self.averaged, test, mine, batch, on, workers, signals.requested)
         scores = self.comm.allgather_object((own, part) if part else None)
         if any(s is None for s in scores):
             return False
@@ -294,7 +268,7 @@ class Trainer:
                   "worker_test_accuracy": sum(workers_accuracy) / self.size,
                   "worker_test_accuracy_min": min(workers_accuracy),
                   "worker_test_accuracy_max": max(workers_accuracy),
-                  "consensus_distance": exact_distance(list(self.model.parameters()), self.comm),
+                  "consensus_distance": exact_distance(list(self.local.model.parameters()), self.comm),
                   "time": self.elapsed()}
         self._write(record)
         self.last_eval = record

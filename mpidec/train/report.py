@@ -90,11 +90,11 @@ def summary(t, status: str) -> dict:
     trained, steps_per_rank = t.progress_counts()
     result = {
         "status": status, "stopped_by": stopped_by,
-        "checkpoint": str(t.checkpoints.root / f"step-{t.saved_step:08d}") if t.saved_step is not None else None,
+        "checkpoint": str(t.local.checkpoints.root / f"step-{t.saved_step:08d}") if t.saved_step is not None else None,
         "checkpoint_seconds": t.checkpoint_seconds,
         "algorithm": type(t.optimizer).__name__, "topology": t.topology.name,
-        "world_size": t.size, "dataset": t.data.name, "partition": t.config.partition,
-        "model": t.model_name, "epochs": t.config.epochs, "steps": t.step, "samples": trained,
+        "world_size": t.size, "dataset": t.local.data.name, "partition": t.config.partition,
+        "model": t.local.model_name, "epochs": t.config.epochs, "steps": t.step, "samples": trained,
         "steps_per_rank": steps_per_rank, "global_batch": t.global_batch, "peak_lr": t.schedule.peak,
         **{key: last_eval.get(key) for key in ("test_accuracy", "test_loss", "worker_test_accuracy",
                                                "worker_test_accuracy_min", "worker_test_accuracy_max",
@@ -133,7 +133,7 @@ def _final_line(result: dict, drawn: bool) -> str:
 
 def describe(t) -> str:
     c, schedule = t.config, t.schedule
-    parameters = sum(p.numel() for p in t.model.parameters())
+    parameters = sum(p.numel() for p in t.local.model.parameters())
     split = c.partition + (f" (alpha {c.alpha:g})" if c.partition == "dirichlet" else "")
     rate = (f"lr {c.lr:g} for {c.reference_batch} samples -> {schedule.peak:g}" if c.lr_scaling == "linear"
             else f"lr {schedule.peak:g} (not scaled with the batch)")
@@ -145,8 +145,8 @@ def describe(t) -> str:
              "none": ", no decay"}[c.decay]
     resumed = f" (resumed at step {t.step})" if c.resume else ""
     text = (f"mpidec train: {type(t.optimizer).__name__} on {t.topology.name} over {t.size} "
-            f"rank{'s' if t.size > 1 else ''}; {t.data.describe()}, {split} split; {t.model_name} "
-            f"({parameters:,} parameters) on {t.device}\n"
+            f"rank{'s' if t.size > 1 else ''}; {t.local.data.describe()}, {split} split; {t.local.model_name} "
+            f"({parameters:,} parameters) on {t.local.device}\n"
             f"  batch {c.batch_size} x {t.size} = {t.global_batch}, {t.steps_per_epoch} steps/epoch "
             f"x {c.epochs} epochs = {t.total_steps} steps; {rate}\n"
             f"  output: {c.out_dir}{resumed}")
