@@ -19,6 +19,7 @@ def test_every_dataset_of_the_flags_has_a_loader(name, tmp_path):
         assert "--data-dir" in str(exc)
     else:
         assert loaded.name == name
+    assert set(data._LOADERS) == set(config.DATASETS)  # and data.py loads no dataset the flags hide
 
 
 def test_digits_are_embedded_and_split_the_same_way_every_time():

@@ -17,8 +17,8 @@ from .partition import SCHEMES
 from .schedule import DECAYS, SCALINGS
 
 # data.py (one loader per dataset) and device.py import torch, which the flags must not wait
-# for: the names of the datasets and devices are listed here (tests/test_train_config.py
-# holds data.py to them).
+# for: the names of the datasets and devices are listed here (tests/test_datasets.py holds
+# data.py to them).
 DATASETS = ("digits", "synthetic", "cifar10", "imagenet")
 DEVICES = ("auto", "cpu", "cuda")
 CHOICES = {"dataset": DATASETS, "partition": SCHEMES, "decay": DECAYS, "lr_scaling": SCALINGS, "device": DEVICES}
