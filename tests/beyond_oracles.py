@@ -117,5 +117,13 @@ def resumed_worker(problem, algorithm, topology, first, rest, **kwargs):
     return worker
 
 
+def assert_resume_is_bit_identical(problem, algorithm, topology, first, rest, **kwargs):
+    """``first + rest`` steps in one run equal, bit for bit, ``first`` steps, a state_dict
+    loaded into a new optimizer, and ``rest`` more (:func:`resumed_worker`)."""
+    full, _ = simulate(problem, topology, algorithm, first + rest, **kwargs)
+    got = np.stack(Simulator(problem.n).run(resumed_worker(problem, algorithm, topology, first, rest, **kwargs)))
+    np.testing.assert_array_equal(got, full)
+
+
 __all__ = ["LeastSquares", "gt_trajectory", "sgp_trajectory", "diloco_trajectory", "adamw_step", "simulate",
-           "resumed_worker"]
+           "resumed_worker", "assert_resume_is_bit_identical"]
