@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from processes import catches, children
+
 ROOT = Path(__file__).resolve().parent.parent
 KILL_TIMEOUT = 20  # odls_base_sigkill_timeout: the ranks have 2 x 20 s from mpiexec's first signal
 BOUND = 600        # seconds for one job, start-up included (slow on a loaded machine)
@@ -91,33 +93,12 @@ def test_sigterm_to_mpiexec_checkpoints_at_the_next_step_and_the_resumed_run_is_
            [{k: r.get(k) for k in numbers} for r in records(whole)]
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _catches_sigterm(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
-    return bool(caught >> (signal.SIGTERM - 1) & 1)
-
-
 def test_sigterm_to_one_rank_during_start_up_ends_preempted_with_exit_status_0(tmp_path):
     out = tmp_path / "run"
     job = launch(out, program=["-m", "mpidec", "train"])  # the handlers come first, before torch is imported
     deadline = time.monotonic() + BOUND
     while time.monotonic() < deadline:  # a rank that has its handler (cli.main's first line), still importing
-        ranks = [pid for pid in _children(job.pid) if _catches_sigterm(pid)]
+        ranks = [pid for pid in children(job.pid) if catches(pid)]
         if ranks:
             break
         time.sleep(0.02)

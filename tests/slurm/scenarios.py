@@ -30,11 +30,13 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/
+from processes import catches  # noqa: E402
+
 RANKS_PER_NODE, NODES = 2, 2
 TRAIN_FLAGS = ["--epochs", "8", "--log-every", "5", "--checkpoint-every", "30"]
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 TIME_LIMIT_S = 900  # the whole stage
-SIGTERM_BIT = 1 << (15 - 1)  # in /proc/PID/status SigCgt
 STALE_SUMMARY = '{"status": "preempted"}\n'
 RESUMED = ("requeueing job", "resuming from its checkpoint", "mpidec job: finished")
 
@@ -124,15 +126,6 @@ def rank_pids(job_id: str) -> list[int]:
     return pids
 
 
-def handles_sigterm(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
-    return bool(int(caught, 16) & SIGTERM_BIT)
-
-
 class SignalAtStartup(Job):
     """SIGTERM to the ranks (scancel, every step) once all of them catch it, before training."""
 
@@ -140,7 +133,7 @@ class SignalAtStartup(Job):
         if self.signalled_at is not None or self.job_state != "RUNNING":
             return
         pids = rank_pids(self.id)
-        if len(pids) == NODES * RANKS_PER_NODE and all(map(handles_sigterm, pids)):
+        if len(pids) == NODES * RANKS_PER_NODE and all(map(catches, pids)):
             started = trained_steps(self.out) >= 0
             subprocess.run(["scancel", "--signal=TERM", self.id], check=True)
             self.signalled_at = "training had begun" if started else "start-up: nothing logged yet"
