@@ -47,18 +47,20 @@ CASES = [("DSGD", {"momentum": 0.0}), ("DmSGD", {}), ("DmSGD", {"variant": "yu"}
 SENDS = {"DmSGD variant=yu": (2, 0, 1), "GT": (2, 0, 1), "LocalSGD period=4": (0, 2, 4), "PmSGD": (0, 1, 1)}
 
 # Passes over model-sized memory per step outside the transport (with measure_consensus, the
-# default; "combine" = w0 x + R^T w in place: reads x and the 2 received rows, writes x = 4;
-# "measure" = the residual (1 - w0) x - R^T w into a scratch and its norm = 5; SGD's momentum
-# step m = beta m + g (mul_, add_: 5) and x -= lr m (3) = 8, as torch.optim.SGD does it).
+# default; "combine + measure" = the residual r = (1 - w0) x - R^T w into a scratch (reads x and
+# the 2 received rows, writes r: 4), its norm (1) and x -= r (3), which is the combine w0 x + R^T w:
+# 8 (without measure the combine alone, in place, is 4); SGD's momentum step m = beta m + g
+# (mul_, add_: 5) and x -= lr m (3) = 8, as torch.optim.SGD does it).
 PASSES = {
     "SGD + raw exchange": ("10", "SGD 8 + packing the parameters into one message 2"),
-    "DSGD": ("12", "x -= lr g 3 + combine 4 + measure 5"),
-    "DmSGD": ("17", "SGD 8 + combine 4 + measure 5"),
-    "DmSGD variant=yu": ("26", "SGD 8 + two messages (model, momentum): combine 8 + measure 10"),
-    "DecentLaM": ("25", "copy x 2 + x -= lr g 3 + combine 4 + measure 5 + x - WS 3 + x -= lr beta m 3 + m update 5"),
-    "QGDmSGD": ("25", "copy x 2 + x -= lr g 3 + x -= lr beta m 3 + combine 4 + measure 5 + x - x+ 3 + m update 5"),
-    "D2": ("27", "x - x_prev 5 + x_prev <- x 2 + x += . 3 + lr (g_prev - g) 6 + g_prev <- g 2 + combine 4 + measure 5"),
-    "GT": ("34", "y += g - g_prev 6 + g_prev <- g 2 + SGD 8 + two messages (model, tracker): combine 8 + measure 10"),
+    "DSGD": ("11", "x -= lr g 3 + combine + measure 8"),
+    "DmSGD": ("16", "SGD 8 + combine + measure 8"),
+    "DmSGD variant=yu": ("24", "SGD 8 + two messages (model, momentum): combine + measure 16"),
+    "DecentLaM": ("24", "copy x 2 + x -= lr g 3 + combine + measure 8 + x - WS 3 + x -= lr beta m 3 + m update 5"),
+    "QGDmSGD": ("24", "copy x 2 + x -= lr g 3 + x -= lr beta m 3 + combine + measure 8 + x - x+ 3 + m update 5"),
+    "D2": ("21", "lerp(x_prev, x, 2) 3 + x_prev <- x 2 + x <- . + lr g_prev 3 + x -= lr g 3 + g_prev <- g 2"
+                 " + combine + measure 8"),
+    "GT": ("32", "y += g - g_prev 6 + g_prev <- g 2 + SGD 8 + two messages (model, tracker): combine + measure 16"),
     "LocalSGD period=4": ("9", "SGD 8; every 4th step model and momentum allreduced in place (no pack), divided: 2 x 2 / 4"),
     "PmSGD": ("14", "pack the gradients 2 + divide 2 + unpack 2 + SGD 8"),
 }

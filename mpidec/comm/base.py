@@ -102,7 +102,8 @@ class Communicator(abc.ABC):
         first (one more pass). ``fuse=False``: every tensor is its own message, in place
         (for tensors that are flat buffers already). With ``measure``, ``wait()`` returns
         ``||x_i - sum_j W[i, j] x_j||^2`` summed over the tensors (this rank's part of the
-        cheap consensus estimate; no extra exchange, one more pass over the rows).
+        cheap consensus estimate; no extra exchange, and the rows are still read once: the
+        residual ``r`` is computed, its norm taken and ``x_i - r`` is the combine).
         ``wire_dtype`` (e.g. ``torch.bfloat16``): the tensors travel rounded to it, and the
         combine runs in their own dtype on the own tensor as it is and the received ones
         widened: ``x_i <- W[i, i] x_i + sum_{j != i} W[i, j] round(x_j)``.
@@ -166,8 +167,11 @@ class Communicator(abc.ABC):
                 recv.copy_(recv_w)
                 self._pool.give(send_w)
                 self._pool.give(recv_w)
-            residual = self._residual(own, recv, w0, wn) if measure else None
-            fusion.combine(own, recv, w0, wn, out=own)
+            residual = None
+            if measure:
+                residual = self._measured_combine(own, recv, w0, wn)
+            else:
+                fusion.combine(own, recv, w0, wn, out=own)
             if packed:
                 fusion.unpack(own, group)
                 self._pool.give(own)
@@ -176,11 +180,14 @@ class Communicator(abc.ABC):
 
         return finish
 
-    def _residual(self, own, recv, w0, wn) -> float:
-        """``||x_i - sum_j W[i, j] x_j||^2 = ||(1 - w0) own - recv^T wn||^2``, one pass over the rows."""
+    def _measured_combine(self, own, recv, w0, wn) -> float:
+        """The combine with the residual ``||x_i - sum_j W[i, j] x_j||^2``, reading the rows once:
+        ``r = (1 - w0) own - recv^T wn`` (one pass over the rows), its norm, then ``own -= r``
+        (``own - r = w0 own + recv^T wn``, the combine, up to rounding)."""
         r = self._pool.take(own.shape, own.dtype, own.device)
         torch.addmv(own, recv.t(), wn, beta=1.0 - w0, alpha=-1.0, out=r)
         value = torch.linalg.vector_norm(r).item() ** 2  # in the buffer's dtype: a float64 upcast costs 30x
+        own.sub_(r)
         self._pool.give(r)
         return value
 

@@ -18,9 +18,11 @@ class D2(DecentralizedOptimizer):
     bias that grows with data heterogeneity. Needs the smallest eigenvalue of W above
     -1/3 (use ``topology.lazy`` weights on an even ring). No momentum. Sent per step:
     one model, ``H``, which depends on the final gradients: the exchange starts in ``step()``.
-    State: previous iterate and previous gradient. In place, on flat slices: ``X - X_prev``
-    into a scratch field (5 passes over model-sized memory), ``X_prev <- X`` (2), ``X += X -
-    X_prev`` (3), ``+ lr G_prev - lr G`` (6) and ``G_prev <- G`` (2), besides the exchange.
+    State: previous iterate and previous gradient. In place, on flat slices:
+    ``2 X - X_prev = lerp(X_prev, X, 2)`` into a scratch field (3 passes over model-sized
+    memory), ``X_prev <- X`` (2), ``X <- scratch + lr G_prev`` (3), ``- lr G`` (3) and
+    ``G_prev <- G`` (2), besides the exchange (the first step: ``X_prev <- X``, ``- lr G``
+    and ``G_prev <- G``).
     """
 
     def _check_group(self, group):
@@ -33,14 +35,14 @@ class D2(DecentralizedOptimizer):
             lr = group["lr"]
             grads = [self._gradient(p, group) for p in params]
             x, x_prev = self._layout.slices(params), self._field(params, "prev_param")
-            previous = [self._buffer(p, "prev_grad") for p in params]
+            previous = self._field(params, "prev_grad")                  # G_prev: flat slices
             if self.steps > 0:
-                moved = self._layout.slices(params, "scratch")
-                torch._foreach_copy_(moved, x)
-                torch._foreach_sub_(moved, x_prev)                         # X - X_prev
+                twice = self._layout.slices(params, "scratch")
+                for out, a, b in zip(twice, x_prev, x):
+                    torch.lerp(a, b, 2.0, out=out)                         # 2 X - X_prev
             torch._foreach_copy_(x_prev, x)
             if self.steps > 0:
-                torch._foreach_add_(x, moved)                              # 2 X - X_prev
-                torch._foreach_add_(params, previous, alpha=lr)            # + lr G_prev
+                for out, a, b in zip(x, twice, previous):
+                    torch.add(a, b, alpha=lr, out=out)                     # + lr G_prev
             torch._foreach_add_(params, grads, alpha=-lr)                  # p = H, then W H
-            torch._foreach_copy_(previous, grads)
+            torch._foreach_copy_([self.state[p]["prev_grad"] for p in params], grads)
