@@ -254,3 +254,48 @@ class WireTopology:
     def at(self, step):
         t = self.topo.at(step)
         return type("Round", (), {"W": WireMatrix(t.W, self.dtype)})()
+
+
+
+# ------------------------------------------------------------------ runs on the simulator
+
+
+def simulate(problem, topology, algorithm, steps, **kwargs):
+    """``problem.worker`` on the simulator: (nodes, steps, dim) and the optimizers."""
+    from mpidec.comm import Simulator
+
+    results = Simulator(problem.n).run(problem.worker, algorithm, steps, topology=topology, **kwargs)
+    return np.stack([traj for traj, _ in results]), [opt for _, opt in results]
+
+
+def resumed_worker(problem, algorithm, topology, first, rest, **kwargs):
+    """A worker that trains ``first`` steps, saves the optimizer's state_dict, builds a new
+    optimizer on a copy of the model, loads the state and trains ``rest`` more steps."""
+    from mpidec import optim
+
+    def worker(comm):
+        head, opt = problem.worker(comm, algorithm, first, topology=topology, **kwargs)
+        saved = opt.state_dict()
+        params = [torch.tensor(head[-1][:4]).requires_grad_(), torch.tensor(head[-1][4:]).requires_grad_()]
+        again = optim.by_name(algorithm)(params, topology=topology, comm=comm, **kwargs)
+        again.load_state_dict(saved)
+        A, b = torch.tensor(problem.A[comm.rank]), torch.tensor(problem.b[comm.rank])
+        tail = []
+        for _ in range(rest):
+            again.zero_grad()
+            (0.5 * ((A @ torch.cat(params) - b) ** 2).sum()).backward()
+            again.step()
+            tail.append(torch.cat(params).detach().numpy().copy())
+        return np.concatenate([head, np.stack(tail)])
+
+    return worker
+
+
+def assert_resume_is_bit_identical(problem, algorithm, topology, first, rest, **kwargs):
+    """``first + rest`` steps in one run equal, bit for bit, ``first`` steps, a state_dict
+    loaded into a new optimizer, and ``rest`` more (:func:`resumed_worker`)."""
+    from mpidec.comm import Simulator
+
+    full, _ = simulate(problem, topology, algorithm, first + rest, **kwargs)
+    got = np.stack(Simulator(problem.n).run(resumed_worker(problem, algorithm, topology, first, rest, **kwargs)))
+    np.testing.assert_array_equal(got, full)

@@ -7,14 +7,13 @@ import torch
 from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from oracles import ALGORITHM_CASES, LeastSquares, dense_trajectory
+from oracles import ALGORITHM_CASES, LeastSquares, assert_resume_is_bit_identical, dense_trajectory, simulate
 
 N, LR, STEPS = 6, 0.05, 120
 
 
 def run(problem, topo, algorithm, steps, **kwargs):
-    results = Simulator(problem.n).run(problem.worker, algorithm, steps, lr=LR, topology=topo, **kwargs)
-    return np.stack([traj for traj, _ in results]), [opt for _, opt in results]
+    return simulate(problem, topo, algorithm, steps, lr=LR, **kwargs)
 
 
 @pytest.mark.parametrize("algorithm, kwargs", ALGORITHM_CASES, ids=lambda c: str(c))
@@ -89,25 +88,7 @@ def test_centralized_equivalences_with_equal_initial_models(algorithm, kwargs):
 @pytest.mark.parametrize("algorithm, kwargs", ALGORITHM_CASES, ids=lambda c: str(c))
 def test_resume_from_state_dict_is_bit_identical(algorithm, kwargs):
     problem, topo = LeastSquares(N, seed=5), T.random_matching(N, seed=9)
-    full, _ = run(problem, topo, algorithm, 40, **kwargs)
-
-    def resumed(comm):
-        first, opt = problem.worker(comm, algorithm, 17, lr=LR, topology=topo, **kwargs)
-        saved = {k: v for k, v in opt.state_dict().items()}
-        params = [torch.tensor(first[-1][:4]).requires_grad_(), torch.tensor(first[-1][4:]).requires_grad_()]
-        again = optim.by_name(algorithm)(params, lr=LR, topology=topo, comm=comm, **kwargs)
-        again.load_state_dict(saved)
-        A, b = torch.tensor(problem.A[comm.rank]), torch.tensor(problem.b[comm.rank])
-        rest = []
-        for _ in range(23):
-            again.zero_grad()
-            (0.5 * ((A @ torch.cat(params) - b) ** 2).sum()).backward()
-            again.step()
-            rest.append(torch.cat(params).detach().numpy().copy())
-        return np.concatenate([first, np.stack(rest)])
-
-    got = np.stack(Simulator(N).run(resumed))
-    np.testing.assert_array_equal(got, full)
+    assert_resume_is_bit_identical(problem, algorithm, topo, 17, 23, lr=LR, **kwargs)
 
 
 def test_decentlam_refuses_directed_graphs_and_defaults_to_a_symmetric_one():
