@@ -279,16 +279,23 @@ def resumed_worker(problem, algorithm, topology, first, rest, **kwargs):
         params = [torch.tensor(head[-1][:4]).requires_grad_(), torch.tensor(head[-1][4:]).requires_grad_()]
         again = optim.by_name(algorithm)(params, topology=topology, comm=comm, **kwargs)
         again.load_state_dict(saved)
-        A, b = torch.tensor(problem.A[comm.rank]), torch.tensor(problem.b[comm.rank])
-        tail = []
-        for _ in range(rest):
-            again.zero_grad()
-            (0.5 * ((A @ torch.cat(params) - b) ** 2).sum()).backward()
-            again.step()
-            tail.append(torch.cat(params).detach().numpy().copy())
-        return np.concatenate([head, np.stack(tail)])
+        return np.concatenate([head, descend(problem, comm.rank, again, params, rest)])
 
     return worker
+
+
+def descend(problem, rank, opt, params, steps):
+    """``steps`` steps of an optimizer already built (``opt`` over ``params``: node ``rank``'s
+    model in two tensors, as :meth:`LeastSquares.worker` splits it) on node ``rank``'s least
+    squares; the model after every step, one row each."""
+    A, b = torch.tensor(problem.A[rank]), torch.tensor(problem.b[rank])
+    trajectory = []
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * ((A @ torch.cat(params) - b) ** 2).sum()).backward()
+        opt.step()
+        trajectory.append(torch.cat(params).detach().numpy().copy())
+    return np.stack(trajectory)
 
 
 def assert_resume_is_bit_identical(problem, algorithm, topology, first, rest, **kwargs):
