@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import DecentralizedOptimizer
+from .base import DecentralizedOptimizer, by_group
 
 
 class SignumMV(DecentralizedOptimizer):
@@ -36,9 +36,8 @@ class SignumMV(DecentralizedOptimizer):
             raise ValueError("SignumMV has no Nesterov form: use nesterov=False")
 
     def _before(self, pairs):
-        for p, group in pairs:
-            if p.grad is not None and group["momentum"]:
-                self._buffer(p, "momentum_buffer").mul_(group["momentum"]).add_(p.grad)
+        for group, params in by_group(pairs, with_grad=True):              # m <- beta m + g
+            self._momentum_directions(params, [p.grad for p in params], group)
 
     def _to_send(self, pairs):
         def signal(p, group):
