@@ -16,7 +16,7 @@ from adpsgd_workers import (flat, initial_models, interpolating_problem, trainin
 from mpidec import topology as T
 from mpidec.comm import Simulator
 from mpidec.optim import ADPSGD
-from mpidec.topology import bipartite_roles
+from mpidec.bipartite import bipartite_roles
 from commands import assert_uncaught_ends_the_job, mpiexec
 
 

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mpidec"
 # lowest first; a module belongs to the first entry that is its name or a package holding it
 LAYERS = [
     ("mpidec", "mpidec.runtime", "mpidec.signals", "mpidec.atomic"),     # process hygiene
-    ("mpidec.spectral", "mpidec.topology", "mpidec.netmodel"),           # graphs, no MPI
+    ("mpidec.spectral", "mpidec.topology", "mpidec.bipartite", "mpidec.netmodel"),  # graphs, no MPI
     ("mpidec.comm",),                                                    # communication
     ("mpidec.consensus", "mpidec.optim"),                                # algorithms
     ("mpidec.figures", "mpidec.plan", "mpidec.selfcheck", "mpidec.train",

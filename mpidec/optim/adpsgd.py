@@ -7,7 +7,7 @@ import random
 
 import torch
 
-from ..topology import bipartite_roles
+from ..bipartite import bipartite_roles
 from .base import DecentralizedOptimizer, by_group
 
 
