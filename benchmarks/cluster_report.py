@@ -13,7 +13,8 @@ import statistics
 from dataclasses import replace
 
 from mpidec import netmodel as M
-from mpidec.atomic import save_figure, write_json
+from mpidec.atomic import write_json
+from mpidec.figures import pyplot, save
 from mpidec.plan import PROFILES
 
 MODEL_BYTES = {"resnet20": 4 * 269_434, "mobilenet_v2": 4 * 2_236_682}  # float32, 10 classes
@@ -222,11 +223,7 @@ def print_projected_accuracy(rows) -> None:
 
 
 def plot(validation, accuracy, projections, figures) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     settings = list(dict.fromkeys(r["setting"] for r in accuracy))
     fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.8), squeeze=False)
     for ax, setting in zip(axes[0], settings):
@@ -240,8 +237,7 @@ def plot(validation, accuracy, projections, figures) -> None:
         ax.set_title(setting, fontsize=9)
         ax.set_ylabel("ratio to PmSGD (same run)")
     axes[0][0].legend(fontsize=7)
-    save_figure(fig, figures / "cluster-measured.png")
-    plt.close(fig)
+    save(fig, figures / "cluster-measured.png")
 
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
     for setting in settings:
@@ -253,8 +249,7 @@ def plot(validation, accuracy, projections, figures) -> None:
     ax.set_xlabel("measured ms per step")
     ax.set_ylabel("predicted ms per step")
     ax.legend(fontsize=7)
-    save_figure(fig, figures / "cluster-validation.png")
-    plt.close(fig)
+    save(fig, figures / "cluster-validation.png")
 
     keys = list(dict.fromkeys((r["profile"], r["model"]) for r in projections))
     fig, axes = plt.subplots(1, len(keys), figsize=(3.8 * len(keys), 3.6), squeeze=False)
@@ -270,5 +265,4 @@ def plot(validation, accuracy, projections, figures) -> None:
         ax.set_title(f"{key[0]}\n{key[1]}", fontsize=8)
     axes[0][0].set_ylabel("predicted ms per step")
     axes[0][-1].legend(fontsize=6)
-    save_figure(fig, figures / "cluster-projections.png")
-    plt.close(fig)
+    save(fig, figures / "cluster-projections.png")
