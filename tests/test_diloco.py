@@ -9,6 +9,7 @@ from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
 from beyond_oracles import LeastSquares, assert_resume_is_bit_identical, diloco_trajectory, simulate
+from oracles import descend
 
 N, LR = 6, 0.05
 CASES = [
@@ -54,15 +55,9 @@ def test_wrapping_a_built_optimizer_equals_building_it_by_name_and_shares_the_gr
         x0 = torch.tensor(problem.x0[comm.rank])
         params = [x0[:4].clone().requires_grad_(), x0[4:].clone().requires_grad_()]
         opt = optim.DiLoCo.wrap(torch.optim.AdamW(params, lr=LR, weight_decay=0.0), period=3, comm=comm, topology=topo)
-        A, b = torch.tensor(problem.A[comm.rank]), torch.tensor(problem.b[comm.rank])
-        out = []
-        for _ in range(20):
-            opt.zero_grad()
-            (0.5 * ((A @ torch.cat(params) - b) ** 2).sum()).backward()
-            opt.step()
-            out.append(torch.cat(params).detach().numpy().copy())
+        out = descend(problem, comm.rank, opt, params, 20)
         opt.param_groups[0]["lr"] = 0.5
-        return np.stack(out), opt.inner.param_groups[0]["lr"], opt.inner.param_groups[0] is opt.param_groups[0]
+        return out, opt.inner.param_groups[0]["lr"], opt.inner.param_groups[0] is opt.param_groups[0]
 
     for rank, (traj, inner_lr, shared) in enumerate(Simulator(N).run(wrapped)):
         np.testing.assert_array_equal(traj, by_name[rank])
