@@ -153,6 +153,25 @@ def test_osgp_average_with_the_mass_in_flight_is_exact_at_every_step():
     assert np.abs(Z - mean).max() < 1e-5  # every de-biased model reached the average
 
 
+def test_osgp_counts_one_gossip_round_a_step_as_sgp_does():
+    """``last_gossip_rounds``: 0 before the first step, then 1 after every step (one push
+    started, received ``delay`` steps later), as SGP's one round a step."""
+    problem, topo = LeastSquares(N, seed=3), TOPOLOGIES["random_push"]
+
+    def node(comm, algorithm, **options):
+        params = [torch.tensor(problem.x0[comm.rank]).requires_grad_()]
+        opt = optim.by_name(algorithm)(params, lr=LR, topology=topo, comm=comm, **options)
+        rounds = [opt.last_gossip_rounds]
+        for _ in range(4):
+            params[0].grad = torch.ones_like(params[0])
+            opt.step()
+            rounds.append(opt.last_gossip_rounds)
+        return rounds
+
+    for algorithm, options in (("SGP", {}), ("OSGP", {"delay": 1}), ("OSGP", {"delay": 3})):
+        assert Simulator(N).run(node, algorithm, **options) == [[0, 1, 1, 1, 1]] * N, (algorithm, options)
+
+
 @pytest.mark.parametrize("kwargs", [{"delay": 1}, {"delay": 3, "momentum": 0.8, "nesterov": True}], ids=str)
 def test_osgp_resume_from_state_dict_is_bit_identical(kwargs):
     """The pushes in flight at the checkpoint are saved and added at the steps they were due."""

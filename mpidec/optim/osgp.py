@@ -43,7 +43,8 @@ class OSGP(SGP):
     ``in_flight_weight`` (those of ``w``); after ``load_state_dict`` they are added at the
     steps they would have been, so a resumed run is bit-identical. Not applied when training
     ends: a final model is each worker's ``Z``. ``consensus_control``, the consensus
-    estimate and ``wire_dtype`` do not apply.
+    estimate and ``wire_dtype`` do not apply; ``last_gossip_rounds`` is 1 after every step,
+    as for SGP (the round started in that step).
     """
 
     exchange = "delayed_push_sum"  # _start_exchange below
@@ -72,6 +73,7 @@ class OSGP(SGP):
         self._sent = []
         super()._iterate()
         self._in_flight.append(self._sent)
+        self.last_gossip_rounds = 1  # as SGP: one push-sum round a step (received ``delay`` steps later)
 
     def _start_exchange(self, bucket):
         """Push this bucket's ``H`` and ``w``, keep ``D_t`` of them; the handle adds the
