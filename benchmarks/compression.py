@@ -9,9 +9,9 @@ learning-rate phases. Rows: DSGD, DSGD with a bfloat16 wire, CHOCO-SGD with top-
 and 1%, scaled sign and stochastic int8, SignumMV (1-bit majority vote) and PmSGD (the
 allreduce reference). Reported: test accuracy of the workers' average model, the mean of
 the workers' own accuracies, and the bytes each worker sent per step as counted at the
-transport primitives (each call's send buffer times its destinations: out-degree for a
-neighbour gather, n - 1 for an allgather, (n - 1)/n for an all-to-all, 2 (n - 1)/n for an
-allreduce as a ring does it). Each mode updates its part of
+transport primitives (the optimizer's ``bytes_sent``: each call's send buffer times its
+destinations, out-degree for a neighbour gather, n - 1 for an allgather, (n - 1)/n for an
+all-to-all, 2 (n - 1)/n for an allreduce as a ring does it). Each mode updates its part of
 benchmarks/results/compression.json; the plot docs/figures/compression.png shows both.
 """
 
@@ -41,43 +41,14 @@ ROWS = {
 }
 
 
-def count_bytes(comm) -> list:
-    """Wrap ``comm``'s transport primitives; the returned list's one number grows by the bytes
-    each call sends (see the module docstring). :func:`uncount` drops the wrappers."""
-    n, total = comm.size, [0.0]
-
-    def wrap(name, destinations):
-        inner = getattr(comm, name)
-
-        def counted(*args):
-            send = args[1] if name == "_start_neighbor_allgather" else args[0]
-            total[0] += send.numel() * send.element_size() * destinations(*args)
-            return inner(*args)
-
-        setattr(comm, name, counted)
-
-    wrap("_start_neighbor_allgather", lambda plan, send, recv: len(plan.destinations))
-    wrap("_start_allgather", lambda send, recv: n - 1)
-    wrap("_start_alltoall", lambda send, recv: (n - 1) / n)
-    wrap("_start_allreduce", lambda buf: 2 * (n - 1) / n)
-    return total
-
-
-def uncount(comm) -> None:
-    for name in ("_start_neighbor_allgather", "_start_allgather", "_start_alltoall", "_start_allreduce"):
-        del comm.__dict__[name]
-
-
 def worker(comm, shards, test, label, steps, batch=32):
     algorithm, options, lrs = ROWS[label]
     net = model()
     opt = optim.by_name(algorithm)(net.parameters(), lr=lrs[0], momentum=0.9, topology=topology.ring(comm.size),
                                    comm=comm, **options)
-    sent = count_bytes(comm)
     train(opt, net, shards[comm.rank], comm.rank, lrs, steps, batch)
-    uncount(comm)
     averaged, own = accuracies(net, test, comm)
-    return {"avg_model_accuracy": averaged, "own_accuracy": own, "bytes_per_step": sent[0] / steps}
+    return {"avg_model_accuracy": averaged, "own_accuracy": own, "bytes_per_step": opt.bytes_sent / steps}
 
 
 def summarise(results: list) -> dict:

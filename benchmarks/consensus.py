@@ -29,7 +29,6 @@ import time
 import numpy as np
 
 from common import add_output_flags, finish, previous, save, subplots
-from compression import count_bytes, uncount
 from digits import accuracies, data, model, model_bytes, train
 from mpidec import optim, topology
 from mpidec.comm import Simulator
@@ -62,20 +61,17 @@ def worker(comm, shards, test, label, steps, control, distances):
     net = model()
     opt = optim.by_name(algorithm)(net.parameters(), lr=LRS[0], momentum=0.9, topology=build_topology(graph, comm.size),
                                    comm=comm, **options, **({"consensus_control": control} if control else {}))
-    rounds, sent = [0], [count_bytes(comm)]
+    rounds = [0]
 
-    def measure(step):
-        uncount(comm)                                                 # what follows is not the algorithm's
+    def measure(step):                                                # between steps: not in opt.bytes_sent
         rounds[0] += opt.last_gossip_rounds
         estimate = opt.consensus_estimate()                           # the gossip input's (controlled)
         exact = exact_distance(list(net.parameters()), comm)          # the models' (reported)
         if comm.rank == 0:
             distances.append((estimate or 0.0, exact))
-        sent.append(count_bytes(comm))
 
     train(opt, net, shards[comm.rank], comm.rank, LRS, steps, 32, measure)
-    uncount(comm)
-    return (*accuracies(net, test, comm), rounds[0], sum(counter[0] for counter in sent) / steps)
+    return (*accuracies(net, test, comm), rounds[0], opt.bytes_sent / steps)
 
 
 def run(n, shards, test, label, steps, control=None):

@@ -8,7 +8,7 @@ Heterogeneous logistic regression (benchmarks/problems.py) on 16 and 32 simulate
 batch per worker grows and the learning rate grows with it (linear scaling, Goyal et al.);
 momentum 0.9, a fixed number of steps. Reported: the excess global loss
 ``F(x_i) - F(x*)`` averaged over the workers' models (what each worker would deploy), and
-the bytes each worker sent per step, counted at the transport (benchmarks/compression.py).
+the bytes each worker sent per step, counted at the transport (the optimizers' bytes_sent).
 DmSGD's fixed point is biased by about lr / (1 - beta) times the data heterogeneity,
 DecentLaM's by lr alone (docs/algorithms.md), so DmSGD's excess loss grows with the batch.
 Issue 19's columns: GT (gradient tracking), SGP and OSGP (push-sum, OSGP's messages one step
@@ -28,7 +28,6 @@ import time
 import numpy as np
 
 from common import add_output_flags, finish, previous, save, subplots
-from compression import count_bytes
 from mpidec import optim, topology
 from mpidec.comm import Simulator
 from problems import HeterogeneousLogistic
@@ -45,12 +44,12 @@ def build_topology(name, n):
 
 def run(problem, topo, algorithm, batch, lr, steps, seed):
     """(excess loss, bytes per worker per step), or None where ``algorithm`` refuses ``topo``."""
-    sent = {}
+    opts = {}
 
     def make(params, comm):
         opt = optim.by_name(algorithm)(params, lr=lr, momentum=0.9, topology=topo, comm=comm,
                                        measure_consensus=False, **OPTIONS.get(algorithm, {}))
-        sent[comm.rank] = count_bytes(comm)
+        opts[comm.rank] = opt
         return opt
 
     try:
@@ -61,7 +60,7 @@ def run(problem, topo, algorithm, batch, lr, steps, seed):
         raise
     models = [w for w, _ in results]
     return (float(np.mean([problem.global_loss(w) for w in models]) - problem.optimum_loss),
-            float(np.mean([counter[0] for counter in sent.values()])) / steps)
+            float(np.mean([opt.bytes_sent for opt in opts.values()])) / steps)
 
 
 def uses_topology(algorithm) -> bool:

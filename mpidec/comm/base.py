@@ -11,7 +11,9 @@ abstract methods below):
 - ``allreduce_scalar(value, op)`` and ``allgather_object(obj)``: blocking, for metrics
   and checks off the hot path.
 
-A request is anything with ``wait()``. Everything else - fusing tensors into one
+A request is anything with ``wait()``. ``bytes_sent`` counts, at these primitives, the bytes
+this rank hands the transport: a send buffer times its destinations (an allreduce as a
+ring's ``2 (n - 1) / n`` of its buffer, whatever algorithm the library picks). Everything else - fusing tensors into one
 buffer per dtype and device, host staging of GPU tensors, the weighted combine, buffer
 reuse - lives here once, so MPI runs and simulated runs compute the same numbers.
 """
@@ -62,6 +64,7 @@ class Communicator(abc.ABC):
         # static topology -> _Plan, least recently used first; weak, so that the topologies of
         # an aperiodic schedule (a new object every step) take their plans with them
         self._plans = weakref.WeakKeyDictionary()
+        self.bytes_sent = 0  # at the transport primitives, since creation (module docstring)
 
     # ------------------------------------------------------------ transport primitives
 
@@ -156,6 +159,7 @@ class Communicator(abc.ABC):
             send_w.copy_(own)
             recv_w = self._pool.take(recv.shape, wire_dtype, device)
         send_x, recv_x = self._staging(send_w), self._staging(recv_w, rows=0)
+        self._count(send_x, len(plan.destinations))
         request = self._start_neighbor_allgather(plan, send_x, recv_x)
         w0, wn = plan.self_weight, plan.neighbor_weights(dtype, device)
 
@@ -203,6 +207,7 @@ class Communicator(abc.ABC):
         send = tensor.reshape(-1)  # a view when contiguous
         rows = torch.empty((len(plan.sources), send.numel()), dtype=tensor.dtype, device=tensor.device)
         send_x, recv_x = self._staging(send), self._staging(rows, rows=0)
+        self._count(send_x, len(plan.destinations))
         request = self._start_neighbor_allgather(plan, send_x, recv_x)
 
         def finish():
@@ -226,6 +231,7 @@ class Communicator(abc.ABC):
             if packed:
                 buf = fusion.pack(group, out=self._pool.take((fusion.numel(group),), group[0].dtype, group[0].device))
             wire = self._staging(buf)
+            self._count(wire, 2 * (self.size - 1) / self.size)
             parts.append((group, buf, packed, wire, self._start_allreduce(wire)))
 
         def finish():
@@ -263,6 +269,7 @@ class Communicator(abc.ABC):
         self._pool.give(padded)
         send = self._staging(packed)
         recv = torch.empty_like(send)
+        self._count(send, (self.size - 1) / self.size)                 # every row but its own
         request = self._start_alltoall(send, recv)
 
         def finish():
@@ -271,6 +278,7 @@ class Communicator(abc.ABC):
             mine = bits.vote(recv.to(device), shard, offset=self.rank * shard)
             votes = torch.empty_like(recv)
             wire = self._staging(mine)
+            self._count(wire, self.size - 1)
             self._start_allgather(wire, votes).wait()
             self._unstage(mine, wire, received=None)
             fusion.unpack(bits.unpack_signs(votes.reshape(-1).to(device), shard * self.size, dtype), out)
@@ -288,6 +296,9 @@ class Communicator(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} has no one-sided windows")
 
     # ------------------------------------------------------------ helpers
+
+    def _count(self, send: torch.Tensor, destinations: float) -> None:
+        self.bytes_sent += send.numel() * send.element_size() * destinations
 
     def _staging(self, buf: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         """The buffer the transport sees: ``buf`` itself, or a pinned host twin of a GPU buffer

@@ -51,6 +51,7 @@ class ModelWindow(abc.ABC):
                 offset += t.numel()
             self._segments.append(segment)
         self._scratch = [torch.empty_like(s) for s in self._segments]
+        self.bytes_sent = 0  # put into peers' windows by average_with (its gets bring as many back)
 
     # ------------------------------------------------------------ transport primitives
 
@@ -108,6 +109,7 @@ class ModelWindow(abc.ABC):
                 self._get(peer, k, theirs)
                 mine.add_(theirs).mul_(0.5)  # the same rounded value goes to both sides
                 self._put(peer, k, mine)
+                self.bytes_sent += mine.numel() * mine.element_size()
 
     def load(self, tensors) -> None:
         """Copy this worker's current model into ``tensors`` (same layout as at creation)."""

@@ -60,6 +60,11 @@ class ADPSGD(DecentralizedOptimizer):
     def _to_send(self, pairs):
         return []  # nothing collective: the average is one-sided, in _after
 
+    def _bytes_so_far(self) -> float:
+        """The communicator's count and the window's: the model this worker puts into a
+        peer's window at each average (its get brings as many bytes back)."""
+        return self.comm.bytes_sent + (self._window.bytes_sent if self._window is not None else 0)
+
     def _overflowed(self, here: bool) -> bool:
         """GradScaler: a rank whose gradients overflow skips its own step (no average, no
         gradient step); asking the others would make every step wait for them."""

@@ -68,6 +68,11 @@ class DecentralizedOptimizer(Optimizer):
     rounds until the estimate meets its target (``last_gossip_rounds`` says how many a
     step used).
 
+    Bytes: ``last_step_bytes`` is what this rank handed the transport for the last step
+    (counted by the communicator at its primitives, ``Communicator.bytes_sent``, and by
+    AD-PSGD's window: exchanges started by backward hooks, the step's own, extra consensus
+    rounds), ``bytes_sent`` the total over all steps.
+
     ``overlap``: start communication during ``backward()`` where the algorithm can do so
     without changing a number (PmSGD averages the gradients as backward produces them);
     the other algorithms' communication depends on the final gradients and starts in
@@ -139,6 +144,8 @@ class DecentralizedOptimizer(Optimizer):
         self.measure_consensus = measure_consensus or consensus_control is not None
         self.consensus_control = consensus_control
         self.last_gossip_rounds = 0
+        self.last_step_bytes = self.bytes_sent = 0
+        self._launched_bytes = 0  # sent by exchanges started since the last step (backward hooks)
         self._residual_sq = None  # this rank's ||x_i - sum_j W_ij x_j||^2 at the last step
         pairs = [(p, group) for group in self.param_groups for p in group["params"]]
         self._buckets = make_buckets(pairs, bucket_bytes)
@@ -203,11 +210,18 @@ class DecentralizedOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self._layout.check()
-        if self._skip_for_amp():
-            return loss
-        self._iterate()
-        self.steps += 1
+        sent, launched = self._bytes_so_far(), self._launched_bytes
+        if not self._skip_for_amp():
+            self._iterate()
+            self.steps += 1
+        self.last_step_bytes = launched + self._bytes_so_far() - sent
+        self.bytes_sent += self.last_step_bytes
+        self._launched_bytes = 0
         return loss
+
+    def _bytes_so_far(self) -> float:
+        """Bytes this rank has handed the transport so far (its communicator's count)."""
+        return self.comm.bytes_sent
 
     def _iterate(self) -> None:
         """The update of one step: every bucket's local part and exchange in order, then the rest."""
@@ -241,7 +255,9 @@ class DecentralizedOptimizer(Optimizer):
         self._before(bucket.pairs)
         bucket.tensors = self._to_send(bucket.pairs)
         if bucket.tensors:
+            sent = self._bytes_so_far()
             bucket.handle = self._start_exchange(bucket)
+            self._launched_bytes += self._bytes_so_far() - sent
 
     def _start_exchange(self, bucket):
         """Start the ``exchange`` of ``bucket.tensors`` (gossip with the consensus measure, or

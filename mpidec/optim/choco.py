@@ -38,9 +38,8 @@ class CHOCO(DecentralizedOptimizer):
     Each parameter is compressed on its own (a scale or ``k`` per tensor); a bucket's
     payloads travel as one byte row through
     :meth:`mpidec.comm.Communicator.neighbor_allgather_async`, of a size fixed by the shapes,
-    so every rank sends the same number of bytes. ``last_step_bytes`` is what this rank
-    handed the transport in the last step (its payload times its out-degree), ``bytes_sent``
-    the running total. The topology must be static (``S = W Xhat`` needs the same ``W`` at
+    so every rank sends the same number of bytes (``last_step_bytes``: its payload times its
+    out-degree, as counted at the transport). The topology must be static (``S = W Xhat`` needs the same ``W`` at
     every step). State: momentum, ``Xhat`` and ``S`` (2 models). The consensus estimate is
     ``||X' - S||`` (DSGD's for the identity); consensus control and ``wire_dtype`` do not apply.
     """
@@ -61,10 +60,7 @@ class CHOCO(DecentralizedOptimizer):
         self._sources = self.topology.in_neighbors(me)
         self._self_weight = float(self.topology.W[me, me])
         self._weights = [float(self.topology.W[me, j]) for j in self._sources]
-        self._out_degree = len(self.topology.out_neighbors(me))
         self._index = {p: i for i, p in enumerate(self.params)}
-        self.last_step_bytes = 0
-        self.bytes_sent = 0
 
     def _check_group(self, group):
         super()._check_group(group)
@@ -78,11 +74,6 @@ class CHOCO(DecentralizedOptimizer):
 
     def _before(self, pairs):
         self._local_sgd_step(pairs)                                        # p = X'
-
-    def _iterate(self):
-        self.last_step_bytes = 0
-        super()._iterate()
-        self.bytes_sent += self.last_step_bytes
 
     def _start_exchange(self, bucket):
         """Compress every parameter's ``X' - Xhat``, apply the own ``Q`` to ``Xhat`` and ``S``,
@@ -98,7 +89,6 @@ class CHOCO(DecentralizedOptimizer):
             parts.append((p, q, key, payload.numel()))
             payloads.append(payload)
         wire = torch.cat(payloads)
-        self.last_step_bytes += wire.numel() * self._out_degree
         handle = self.comm.neighbor_allgather_async(wire, self.topology, self.steps)
 
         def finish():
