@@ -86,3 +86,15 @@ class BufferPool:
 
     def give(self, buf: torch.Tensor) -> None:
         self._free[(tuple(buf.shape), buf.dtype, buf.device)].append(buf)
+
+
+WIRE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def as_wire_dtype(value):
+    """``wire_dtype`` as a torch dtype (None stays None), or a ValueError naming the choices."""
+    if value is None or value in WIRE_DTYPES.values():
+        return value
+    if isinstance(value, str) and value.removeprefix("torch.") in WIRE_DTYPES:
+        return WIRE_DTYPES[value.removeprefix("torch.")]
+    raise ValueError(f"invalid wire_dtype {value!r}: use one of {', '.join(WIRE_DTYPES)} (or the torch dtype)")

@@ -8,7 +8,8 @@ import random
 import torch
 
 from ..bipartite import bipartite_roles
-from .base import DecentralizedOptimizer, by_group
+from .base import DecentralizedOptimizer
+from .buckets import by_group
 
 
 class ADPSGD(DecentralizedOptimizer):

@@ -39,7 +39,9 @@ import torch
 from torch.optim import Optimizer
 
 from ..consensus import estimate_from_residual
-from .buckets import make_buckets
+from ..comm.fusion import as_wire_dtype
+from .amp import unscale_
+from .buckets import by_group, make_buckets
 from .flat import FlatParams
 
 
@@ -394,39 +396,3 @@ class DecentralizedOptimizer(Optimizer):
                     view = self._layout.view(name, p)
                     view.copy_(value)
                     self.state[p][name] = view
-
-
-WIRE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-def as_wire_dtype(value):
-    """``wire_dtype`` as a torch dtype (None stays None), or a ValueError naming the choices."""
-    if value is None or value in WIRE_DTYPES.values():
-        return value
-    if isinstance(value, str) and value.removeprefix("torch.") in WIRE_DTYPES:
-        return WIRE_DTYPES[value.removeprefix("torch.")]
-    raise ValueError(f"invalid wire_dtype {value!r}: use one of {', '.join(WIRE_DTYPES)} (or the torch dtype)")
-
-
-def by_group(pairs, with_grad: bool = False) -> list:
-    """``[(group, [params])]`` of a bucket's ``(param, group)`` pairs, groups in order; only
-    the parameters that have a gradient with ``with_grad``."""
-    groups = {}
-    for p, group in pairs:
-        if p.grad is not None or not with_grad:
-            groups.setdefault(id(group), (group, []))[1].append(p)
-    return list(groups.values())
-
-
-def unscale_(params, scale: torch.Tensor) -> None:
-    """Divide the gradients by a GradScaler's ``scale`` in place, exactly as
-    ``GradScaler.unscale_`` does (multiply by the float32 reciprocal computed in float64)."""
-    by_device = {}
-    for p in params:
-        if p.grad is not None:
-            by_device.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
-    inv = scale.double().reciprocal().float()
-    for (device, _), grads in by_device.items():
-        found = torch.zeros(1, device=device)  # the step's inf check was done by the scaler
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, inv.to(device))
-

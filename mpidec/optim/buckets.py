@@ -110,3 +110,13 @@ class BackwardOverlap:
         for bucket in self._buckets:
             bucket.ready.clear()
         self._next = 0
+
+
+def by_group(pairs, with_grad: bool = False) -> list:
+    """``[(group, [params])]`` of a bucket's ``(param, group)`` pairs, groups in order; only
+    the parameters that have a gradient with ``with_grad``."""
+    groups = {}
+    for p, group in pairs:
+        if p.grad is not None or not with_grad:
+            groups.setdefault(id(group), (group, []))[1].append(p)
+    return list(groups.values())

@@ -7,7 +7,8 @@ import torch
 from ..comm import compress
 from ..comm.base import Handle
 from ..topology import Topology, TopologyError
-from .base import DecentralizedOptimizer, by_group
+from .base import DecentralizedOptimizer
+from .buckets import by_group
 
 
 class CHOCO(DecentralizedOptimizer):

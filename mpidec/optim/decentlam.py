@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..topology import TopologyError, is_symmetric
-from .base import DecentralizedOptimizer, by_group
+from .base import DecentralizedOptimizer
+from .buckets import by_group
 
 
 class DecentLaM(DecentralizedOptimizer):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-from .base import DecentralizedOptimizer, by_group
+from .base import DecentralizedOptimizer
+from .buckets import by_group
 
 AVERAGING = ("allreduce", "gossip")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import DecentralizedOptimizer, by_group
+from .base import DecentralizedOptimizer
+from .buckets import by_group
 
 
 class QGDmSGD(DecentralizedOptimizer):

@@ -1,0 +1,19 @@
+"""Mixed precision: gradients unscaled as ``torch.amp.GradScaler`` does it, for the
+optimizers that take over its unscaling (``_step_supports_amp_scaling``)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def unscale_(params, scale: torch.Tensor) -> None:
+    """Divide the gradients by a GradScaler's ``scale`` in place, exactly as
+    ``GradScaler.unscale_`` does (multiply by the float32 reciprocal computed in float64)."""
+    by_device = {}
+    for p in params:
+        if p.grad is not None:
+            by_device.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+    inv = scale.double().reciprocal().float()
+    for (device, _), grads in by_device.items():
+        found = torch.zeros(1, device=device)  # the step's inf check was done by the scaler
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, inv.to(device))
