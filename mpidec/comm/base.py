@@ -11,11 +11,12 @@ abstract methods below):
 - ``allreduce_scalar(value, op)`` and ``allgather_object(obj)``: blocking, for metrics
   and checks off the hot path.
 
-A request is anything with ``wait()``. ``bytes_sent`` counts, at these primitives, the bytes
-this rank hands the transport: a send buffer times its destinations (an allreduce as a
-ring's ``2 (n - 1) / n`` of its buffer, whatever algorithm the library picks). Everything else - fusing tensors into one
-buffer per dtype and device, host staging of GPU tensors, the weighted combine, buffer
-reuse - lives here once, so MPI runs and simulated runs compute the same numbers.
+A request is anything with ``wait()``. ``bytes_sent`` counts, at these primitives, the
+bytes this rank hands the transport: a send buffer times its destinations (an allreduce
+as a ring's ``2 (n - 1) / n`` of its buffer, whatever algorithm the library picks).
+Everything else - fusing tensors into one buffer per dtype and device, host staging of
+GPU tensors, the weighted combine, buffer reuse - lives here once, so MPI runs and
+simulated runs compute the same numbers.
 """
 
 from __future__ import annotations
