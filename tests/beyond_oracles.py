@@ -4,9 +4,6 @@ float64 numpy: the recursions of the optimizers' docstrings, applied to exact gr
 from collections import deque
 
 import numpy as np
-import torch
-
-from oracles import LeastSquares, assert_resume_is_bit_identical, resumed_worker, simulate  # shared: see __all__
 
 
 def momentum_direction(M, G, beta, nesterov):
@@ -85,7 +82,3 @@ def diloco_trajectory(problem, topology, steps, lr, momentum=0.0, nesterov=False
             X = A.copy()
         out.append(X)
     return np.stack(out, axis=1)
-
-
-__all__ = ["LeastSquares", "gt_trajectory", "sgp_trajectory", "diloco_trajectory", "adamw_step", "simulate",
-           "resumed_worker", "assert_resume_is_bit_identical"]

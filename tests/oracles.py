@@ -306,3 +306,31 @@ def assert_resume_is_bit_identical(problem, algorithm, topology, first, rest, **
     full, _ = simulate(problem, topology, algorithm, first + rest, **kwargs)
     got = np.stack(Simulator(problem.n).run(resumed_worker(problem, algorithm, topology, first, rest, **kwargs)))
     np.testing.assert_array_equal(got, full)
+
+
+def count_at_the_transport(comm) -> list:
+    """Wrap the communicator's transport primitives with a count of their own (send buffer
+    times destinations, an allreduce as a ring's 2 (n - 1) / n); the list's number grows."""
+    n, total = comm.size, [0.0]
+
+    def wrap(name, destinations):
+        inner = getattr(comm, name)
+
+        def counted(*args):
+            send = args[1] if name == "_start_neighbor_allgather" else args[0]
+            total[0] += send.numel() * send.element_size() * destinations(*args)
+            return inner(*args)
+
+        setattr(comm, name, counted)
+
+    wrap("_start_neighbor_allgather", lambda plan, send, recv: len(plan.destinations))
+    wrap("_start_allgather", lambda send, recv: n - 1)
+    wrap("_start_alltoall", lambda send, recv: (n - 1) / n)
+    wrap("_start_allreduce", lambda buf: 2 * (n - 1) / n)
+    return total
+
+
+def stop_counting(comm) -> None:
+    """Remove the wrappers of :func:`count_at_the_transport`."""
+    for name in ("_start_neighbor_allgather", "_start_allgather", "_start_alltoall", "_start_allreduce"):
+        comm.__dict__.pop(name, None)

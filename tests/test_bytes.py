@@ -8,33 +8,12 @@ import torch
 from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
+from oracles import count_at_the_transport, stop_counting
 
 N_WORKERS, STEPS = 4, 4
 IN, OUT = 31, 32                  # a Linear layer of 31 x 32 + 32 = 1024 float32: B = 4096 bytes
 B = (IN * OUT + OUT) * 4
 OPTIONS = {"LocalSGD": {"period": 2}, "DiLoCo": {"period": 2}, "CHOCO": {"compressor": "top_k", "ratio": 0.1}}
-
-
-def count_at_the_transport(comm) -> list:
-    """Wrap the communicator's transport primitives with a count of their own (send buffer
-    times destinations, an allreduce as a ring's 2 (n - 1) / n); the list's number grows."""
-    n, total = comm.size, [0.0]
-
-    def wrap(name, destinations):
-        inner = getattr(comm, name)
-
-        def counted(*args):
-            send = args[1] if name == "_start_neighbor_allgather" else args[0]
-            total[0] += send.numel() * send.element_size() * destinations(*args)
-            return inner(*args)
-
-        setattr(comm, name, counted)
-
-    wrap("_start_neighbor_allgather", lambda plan, send, recv: len(plan.destinations))
-    wrap("_start_allgather", lambda send, recv: n - 1)
-    wrap("_start_alltoall", lambda send, recv: (n - 1) / n)
-    wrap("_start_allreduce", lambda buf: 2 * (n - 1) / n)
-    return total
 
 
 def run(algorithm, topology, **options):
@@ -55,6 +34,7 @@ def run(algorithm, topology, **options):
             per_step.append(counted[0] - before)
             reported.append(opt.last_step_bytes)
             comm.allreduce([p.detach().clone() for p in net.parameters()])  # not the optimizer's
+        stop_counting(comm)
         return reported, per_step, opt.bytes_sent
 
     return Simulator(N_WORKERS).run(worker)

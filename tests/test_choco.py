@@ -11,7 +11,7 @@ from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
 from mpidec.comm import compress
-from oracles import LeastSquares, dense_trajectory
+from oracles import LeastSquares, count_at_the_transport, dense_trajectory
 
 N, LR, STEPS = 6, 0.05, 120
 
@@ -167,26 +167,14 @@ def test_top_one_percent_converges_to_dsgds_point():
 
 # ------------------------------------------------------------------ bytes on the wire
 
-def count_transport(comm, sent):
-    """Wrap the transport primitive of ``comm``: record the bytes every call hands it."""
-    inner = comm._start_neighbor_allgather
-
-    def counted(plan, send, recv):
-        sent.append(send.numel() * send.element_size() * len(plan.destinations))
-        return inner(plan, send, recv)
-
-    comm._start_neighbor_allgather = counted
-
-
 def bytes_per_step(compressor, ratio, size=10_000, n=4, dtype=torch.float32):
     def node(comm):
-        sent = []
-        count_transport(comm, sent)
+        sent = count_at_the_transport(comm)
         p = torch.zeros(size, dtype=dtype, requires_grad=True)
         opt = optim.CHOCO([p], lr=0.1, comm=comm, topology=T.ring(n), compressor=compressor, ratio=ratio, gamma=0.5)
         p.grad = torch.randn(size, generator=torch.Generator().manual_seed(comm.rank), dtype=dtype)
         opt.step()
-        return sum(sent), opt.last_step_bytes
+        return sent[0], opt.last_step_bytes
 
     return Simulator(n).run(node)[0]
 

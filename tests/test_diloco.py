@@ -8,8 +8,8 @@ import torch
 from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from beyond_oracles import LeastSquares, assert_resume_is_bit_identical, diloco_trajectory, simulate
-from oracles import descend
+from beyond_oracles import diloco_trajectory
+from oracles import LeastSquares, assert_resume_is_bit_identical, descend, simulate
 
 N, LR = 6, 0.05
 CASES = [

@@ -6,7 +6,8 @@ import pytest
 
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from beyond_oracles import LeastSquares, diloco_trajectory, gt_trajectory, sgp_trajectory
+from beyond_oracles import diloco_trajectory, gt_trajectory, sgp_trajectory
+from oracles import LeastSquares
 
 pytestmark = pytest.mark.mpi(min_size=2)
 LR, STEPS = 0.05, 60

@@ -10,7 +10,8 @@ import torch
 from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from beyond_oracles import LeastSquares, assert_resume_is_bit_identical, sgp_trajectory, simulate
+from beyond_oracles import sgp_trajectory
+from oracles import LeastSquares, assert_resume_is_bit_identical, simulate
 
 N, LR = 6, 0.05
 CASES = [{}, {"momentum": 0.8}, {"momentum": 0.8, "nesterov": True, "weight_decay": 0.1}]

@@ -8,7 +8,8 @@ import torch
 from mpidec import optim
 from mpidec import topology as T
 from mpidec.comm import Simulator
-from beyond_oracles import LeastSquares, assert_resume_is_bit_identical, gt_trajectory, simulate
+from beyond_oracles import gt_trajectory
+from oracles import LeastSquares, assert_resume_is_bit_identical, simulate
 from oracles import dense_trajectory
 
 N, LR = 6, 0.05

@@ -40,8 +40,8 @@ class CHOCO(DecentralizedOptimizer):
     payloads travel as one byte row through
     :meth:`mpidec.comm.Communicator.neighbor_allgather_async`, of a size fixed by the shapes,
     so every rank sends the same number of bytes (``last_step_bytes``: its payload times its
-    out-degree, as counted at the transport). The topology must be static (``S = W Xhat`` needs the same ``W`` at
-    every step). State: momentum, ``Xhat`` and ``S`` (2 models). The consensus estimate is
+    out-degree, as counted at the transport). The topology must be static (``S = W Xhat``
+    needs the same ``W`` at every step). State: momentum, ``Xhat`` and ``S`` (2 models). The consensus estimate is
     ``||X' - S||`` (DSGD's for the identity); consensus control and ``wire_dtype`` do not apply.
     """
 
