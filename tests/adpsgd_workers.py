@@ -45,15 +45,17 @@ def interpolating_problem(n, seed=0) -> LeastSquares:
     return problem
 
 
-def training_worker(comm, problem, total_steps, lr, momentum=0.0, slow_rank=None, delay=0.0):
-    """Train until all nodes together made ``total_steps`` steps (a shared counter); node
-    ``slow_rank`` sleeps ``delay`` seconds per step. Returns (model, this node's steps)."""
+def training_worker(comm, problem, total_steps, lr, momentum=0.0, slow_rank=None, delay=0.0, min_steps=0):
+    """Train until all nodes together made ``total_steps`` steps (a shared counter) and this
+    node made ``min_steps`` (the scheduler can starve a rank of steps: 13 of 200 on a loaded
+    machine); node ``slow_rank`` sleeps ``delay`` seconds per step. Returns (model, this
+    node's steps)."""
     i = comm.rank
     x = torch.tensor(problem.x0[i]).requires_grad_()
     A, b = torch.tensor(problem.A[i]), torch.tensor(problem.b[i])
     opt = ADPSGD([x], lr=lr, momentum=momentum, comm=comm)
     counter = comm.counter()
-    while counter.add(1) < total_steps:
+    while counter.add(1) < total_steps or opt.steps < min_steps:
         if i == slow_rank:
             time.sleep(delay)
         opt.zero_grad()

@@ -60,7 +60,7 @@ def test_pairwise_averages_across_hosts_preserve_the_mean(comm):
 
 def test_training_across_hosts_converges(comm):
     problem = interpolating_problem(comm.size)
-    model, steps = training_worker(comm, problem, 200, lr=0.3)  # the simulator: 0.11 of the start
+    model, steps = training_worker(comm, problem, 200, lr=0.3, min_steps=40)  # the simulator: 0.11 of the start
     start = np.abs(problem.x0 - problem.x_star).max()
-    assert min(comm.allgather_object(steps)) > 0
+    assert min(comm.allgather_object(steps)) >= 40
     assert np.abs(gather(comm, model) - problem.x_star).max() < 0.5 * start
