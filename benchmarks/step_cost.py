@@ -6,7 +6,8 @@ The parameters have the shapes of torchvision's resnet18 (11.7 M float32, 46.8 M
 gradients are random, so the figure is the optimizer alone (local update and
 communication), not forward and backward. Baseline, same run: ``torch.optim.SGD``
 (momentum 0.9) plus the raw exchange of the same bytes (mpi4py Isend/Irecv to both ring
-neighbours), timed interleaved with each algorithm (ratios within a repetition, see
+neighbours and a one-pass combine of what arrived, as benchmarks/comm.py's raw baseline),
+timed interleaved with each algorithm (ratios within a repetition, see
 benchmarks/timing.py). The baseline sends what the algorithm must send: one model to
 each ring neighbour, two for the algorithms that gossip model and momentum (``yu``) or
 model and tracker (GT), a raw MPI allreduce of one model for PmSGD and of two every
@@ -49,18 +50,19 @@ SENDS = {"DmSGD variant=yu": (2, 0, 1), "GT": (2, 0, 1), "LocalSGD period=4": (0
 # Passes over model-sized memory per step outside the transport (with measure_consensus, the
 # default; "combine + measure" = the residual r = (1 - w0) x - R^T w into a scratch (reads x and
 # the 2 received rows, writes r: 4), its norm (1) and x -= r (3), which is the combine w0 x + R^T w:
-# 8 (without measure the combine alone, in place, is 4); SGD's momentum step m = beta m + g
-# (mul_, add_: 5) and x -= lr m (3) = 8, as torch.optim.SGD does it).
+# 8; the combine alone, in place, is 4 (the baseline's, and the state gossiped along with the
+# model, which is not measured); SGD's momentum step m = beta m + g (mul_, add_: 5) and
+# x -= lr m (3) = 8, as torch.optim.SGD does it).
 PASSES = {
-    "SGD + raw exchange": ("10", "SGD 8 + packing the parameters into one message 2"),
+    "SGD + raw exchange": ("14 / 18", "SGD 8 + packing the parameters into one message 2 + combine 4 per message"),
     "DSGD": ("11", "x -= lr g 3 + combine + measure 8"),
     "DmSGD": ("16", "SGD 8 + combine + measure 8"),
-    "DmSGD variant=yu": ("24", "SGD 8 + two messages (model, momentum): combine + measure 16"),
+    "DmSGD variant=yu": ("20", "SGD 8 + model: combine + measure 8 + momentum: combine 4"),
     "DecentLaM": ("24", "copy x 2 + x -= lr g 3 + combine + measure 8 + x - WS 3 + x -= lr beta m 3 + m update 5"),
     "QGDmSGD": ("24", "copy x 2 + x -= lr g 3 + x -= lr beta m 3 + combine + measure 8 + x - x+ 3 + m update 5"),
     "D2": ("21", "lerp(x_prev, x, 2) 3 + x_prev <- x 2 + x <- . + lr g_prev 3 + x -= lr g 3 + g_prev <- g 2"
                  " + combine + measure 8"),
-    "GT": ("32", "y += g - g_prev 6 + g_prev <- g 2 + SGD 8 + two messages (model, tracker): combine + measure 16"),
+    "GT": ("28", "y += g - g_prev 6 + g_prev <- g 2 + SGD 8 + model: combine + measure 8 + tracker: combine 4"),
     "LocalSGD period=4": ("9", "SGD 8; every 4th step model and momentum allreduced in place (no pack), divided: 2 x 2 / 4"),
     "PmSGD": ("14", "pack the gradients 2 + divide 2 + unpack 2 + SGD 8"),
 }
@@ -82,9 +84,14 @@ def optimizer_bytes(opt) -> int:
     return sum(storages.values())
 
 
+RING_WEIGHTS = torch.tensor([1 / 3, 1 / 3])  # the ring's neighbour weights (self weight 1/3)
+
+
 def sgd_plus_raw_exchange(world, params, sgd, recv, sends):
     """``steps`` torch SGD steps, ``messages`` models packed and sent to both ring neighbours
-    (Isend/Irecv), ``allreduced`` models packed and allreduced (MPI, in place)."""
+    (Isend/Irecv) and each combined in one pass (``x <- w0 x + recv^T w``: the least a gossip
+    round must do with what it receives), ``allreduced`` models packed and allreduced (MPI,
+    in place)."""
     from mpi4py import MPI
 
     messages, allreduced, steps = sends
@@ -96,6 +103,7 @@ def sgd_plus_raw_exchange(world, params, sgd, recv, sends):
         reqs = [world.Irecv(recv[0].numpy(), source=(r - 1) % n), world.Irecv(recv[1].numpy(), source=(r + 1) % n),
                 world.Isend(flat.numpy(), dest=(r - 1) % n), world.Isend(flat.numpy(), dest=(r + 1) % n)]
         MPI.Request.Waitall(reqs)
+        torch.addmv(flat, recv.t(), RING_WEIGHTS, beta=1 / 3, out=flat)
     for _ in range(allreduced):
         world.Allreduce(MPI.IN_PLACE, flat.numpy())
 
@@ -144,7 +152,7 @@ def main():
         if world.Get_rank() == 0:
             r = rows[-1]
             print(f"{label:22s} {r['seconds'] * 1e3:8.1f} ms  x{r['ratio']:.2f} of SGD+raw ({r['baseline_seconds'] * 1e3:.1f} ms)"
-                  f"  passes {r['passes']} (SGD+raw: 10 per model sent)"
+                  f"  passes {r['passes']} (SGD+raw: 14, 18 for two models)"
                   f"  state {r['state_x_model']:.1f}x  buffers {r['buffers_x_model']:.1f}x model", flush=True)
     overlap_rows = overlap_cost(world, ring, args)
     if world.Get_rank() == 0:

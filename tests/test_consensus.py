@@ -102,3 +102,25 @@ def test_control_is_refused_for_allreduce_algorithms():
     comm = Simulator(2).comms[0]
     with pytest.raises(ValueError, match="PmSGD does not gossip"):
         PmSGD([torch.zeros(2, requires_grad=True)], lr=0.1, comm=comm, consensus_control=ConsensusControl(0.5, 1.0))
+
+
+@pytest.mark.parametrize("name, options", [("GT", {}), ("DmSGD", {"variant": "yu", "momentum": 0.9})])
+def test_the_estimate_is_the_models_not_the_state_gossiped_with_them(name, options):
+    """GT gossips its tracker and DmSGD ``yu`` its momentum along with the model; the estimate
+    is the models' distance (lr = 0: the models are sent as they are, the state is the
+    random gradients, which disagree much more)."""
+    from mpidec.optim import by_name
+
+    n, topo = 4, T.ring(4)
+    models, grads = random_models(n, seed=8), random_models(n, seed=9)
+
+    def node(comm):
+        params = [t.clone().requires_grad_() for t in models[comm.rank]]
+        opt = by_name(name)(params, lr=0.0, topology=topo, comm=comm, **options)
+        for p, g in zip(params, grads[comm.rank]):
+            p.grad = 10 * g
+        opt.step()
+        return opt.consensus_estimate()
+
+    estimates = Simulator(n).run(node)
+    assert estimates == [measure(n, topo, models)[0][1]] * n

@@ -47,20 +47,24 @@ def test_reaches_the_exact_minimiser_where_d2_diverges(momentum):
     assert np.abs(dense_trajectory(problem, "DSGD", topo, 200, lr)[:, -1] - problem.minimiser()).max() > 1e-2
 
 
-def test_tracker_and_model_travel_in_one_exchange_per_step():
+def test_tracker_and_model_travel_together_in_place():
+    """Per step and dtype: one message of the model and one of the tracker, each sent from
+    its flat buffer (no packing)."""
     def node(comm):
         params = [torch.zeros(3, dtype=torch.float64, requires_grad=True), torch.zeros(2, requires_grad=True)]
         opt = optim.GT(params, lr=0.1, momentum=0.9, comm=comm, topology=T.ring(comm.size))
-        calls = []
-        start = comm.neighbor_average_async
-        comm.neighbor_average_async = lambda tensors, *a, **k: calls.append(len(tensors)) or start(tensors, *a, **k)
+        events = []
+        start = comm._start_neighbor_allgather
+        comm._start_neighbor_allgather = lambda plan, send, recv: events.append(send.data_ptr()) or start(plan, send, recv)
         for _ in range(3):
             sum(p.sum() for p in params).backward()
             opt.step()
-        return calls, sorted(opt.state[params[0]])
+            events.append("step")
+        flat = {t.data_ptr() for t in opt._layout.slices(params) + opt._layout.slices(params, "tracker")}
+        return events, flat, sorted(opt.state[params[0]])
 
-    for calls, state in Simulator(4).run(node):
-        assert calls == [4, 4, 4]  # one call a step: 2 params + their 2 trackers
+    for events, flat, state in Simulator(4).run(node):
+        assert events == [*events[:4], "step"] * 3 and set(events[:4]) == flat  # 2 dtypes x (model, tracker)
         assert state == ["momentum_buffer", "prev_grad", "tracker"]
 
 

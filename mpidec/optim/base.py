@@ -38,6 +38,7 @@ import math
 import torch
 from torch.optim import Optimizer
 
+from ..comm.base import Handle
 from ..consensus import estimate_from_residual
 from ..comm.fusion import as_wire_dtype
 from .amp import unscale_
@@ -266,11 +267,25 @@ class DecentralizedOptimizer(Optimizer):
         allreduce); returns a handle. Algorithms with their own exchange override it."""
         fuse = not self._layout.is_flat(bucket.tensors)  # flat slices travel in place, one message each
         if self.exchange == "neighbor_average":
-            return self.comm.neighbor_average_async(bucket.tensors, self.topology, self.steps, fuse=fuse,
-                                                    measure=self.measure_consensus, wire_dtype=self.wire_dtype)
+            return self._gossip_async(bucket.tensors, measure=self.measure_consensus)
         if self.exchange == "allreduce":
             return self.comm.allreduce_async(bucket.tensors, fuse=fuse)
         raise NotImplementedError(f"{type(self).__name__}: exchange {self.exchange!r} needs its own _start_exchange")
+
+    def _gossip_async(self, tensors, measure: bool):
+        """Start one gossip round of ``tensors``; ``wait()`` returns the consensus residual of
+        the model's tensors only (with ``measure``): state gossiped along with the model
+        (DmSGD ``yu``'s momentum, GT's tracker) is combined in place without the measure's
+        scratch and norm (4 passes less per model-sized message), and the estimate is the
+        models' distance, as :meth:`consensus_estimate` says."""
+        model = [t for t in tensors if self._layout.is_model(t)]
+        state = [t for t in tensors if not self._layout.is_model(t)]
+        handles = [self.comm.neighbor_average_async(part, self.topology, self.steps, measure=measure and part is model,
+                                                    fuse=not self._layout.is_flat(part), wire_dtype=self.wire_dtype)
+                   for part in (model, state) if part]
+        if len(handles) == 1:
+            return handles[0]
+        return Handle(lambda: [handle.wait() for handle in handles][0])
 
     # -------------------------------------------------------------- mixed precision
 
@@ -303,10 +318,8 @@ class DecentralizedOptimizer(Optimizer):
             return
         target = control.target(self.steps, self.param_groups[0]["lr"], self._grad_rms)
         tensors = [t for bucket in self._buckets for t in bucket.tensors]
-        fuse = not self._layout.is_flat(tensors)
         while self.last_gossip_rounds < control.max_rounds and estimate_from_residual(residual, self.comm) > target:
-            residual = self.comm.neighbor_average(tensors, self.topology, self.steps, measure=True,
-                                                  wire_dtype=self.wire_dtype, fuse=fuse)
+            residual = self._gossip_async(tensors, measure=True).wait()
             self.last_gossip_rounds += 1
 
     def _grad_rms(self) -> float:
@@ -315,7 +328,9 @@ class DecentralizedOptimizer(Optimizer):
         return math.sqrt(max(self.comm.allreduce_scalar(local, "mean"), 0.0))
 
     def consensus_estimate(self) -> float | None:
-        """``sqrt((1/n) sum_i ||x_i - sum_j W_ij x_j||^2)`` of the last step's gossip input.
+        """``sqrt((1/n) sum_i ||x_i - sum_j W_ij x_j||^2)`` of the last step's gossip input:
+        the models (state gossiped with them, DmSGD ``yu``'s momentum, GT's tracker, is not
+        measured).
 
         Collective (a scalar allreduce): call it on every rank. None before the first
         step, without ``measure_consensus``, or for algorithms that do not gossip.

@@ -52,7 +52,8 @@ class FlatParams:
                 p.data = view
         self._pointers = [p.data_ptr() for p in self.params]
         self._fields: dict = {}               # name -> {kind: flat buffer}
-        self._storages = {b.untyped_storage().data_ptr() for b in self.buffers.values()}
+        self._model_storages = {b.untyped_storage().data_ptr() for b in self.buffers.values()}
+        self._storages = set(self._model_storages)
 
     def _view(self, buffers, p) -> torch.Tensor:
         kind, offset, numel = self._slot[id(p)]
@@ -80,6 +81,10 @@ class FlatParams:
             buffers = self._fields[name] = {kind: torch.zeros_like(b) for kind, b in self.buffers.items()}
             self._storages.update(b.untyped_storage().data_ptr() for b in buffers.values())
         return buffers
+
+    def is_model(self, tensor) -> bool:
+        """Whether ``tensor`` is (a slice of) the parameters' flat buffers, not a field's."""
+        return tensor.untyped_storage().data_ptr() in self._model_storages
 
     def is_flat(self, tensors) -> bool:
         """Whether every tensor is a slice of one of these flat buffers (of parameters or a field)."""
