@@ -6,13 +6,15 @@ calibration, and the network model's validation against them (docs/cluster.md).
 
 ``measure`` brings up each setting of :data:`GRID` (hosts x ranks per host, link rate, a
 slowed host), probes the links (ping-pong between hosts and within one, the time of one
-AD-PSGD average), then trains the digits classifier with every algorithm of :data:`RUNS`
-(``mpidec train``, the same settings for all but the learning rate of SignumMV) and keeps
-each run's mean step time (n x batch / samples per second: the synchronous step that
-processes as many samples, also for AD-PSGD) and the steps it took to reach
-:data:`TARGET` test accuracy with the averaged model. ``report`` fits latency and
-bandwidth per rate on the probes, predicts every measured step time with
-:mod:`mpidec.netmodel` from the run's own compute time, and projects to large clusters.
+AD-PSGD average, and each kind of exchange with the model's size, every rank at once),
+then trains the digits classifier with every algorithm of :data:`RUNS` (``mpidec train``,
+the same settings for all but the learning rate of SignumMV) and keeps each run's mean
+step time (n x batch / samples per second: the synchronous step that processes as many
+samples, also for AD-PSGD) and the steps it took to reach :data:`TARGET` test accuracy
+with the averaged model. ``report`` fits latency on the ping-pongs and, per setting, the
+fraction of the tbf rate each kind of exchange gets on the probes, predicts every
+measured step time with :mod:`mpidec.netmodel` from the run's own compute time, and
+projects to large clusters.
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ PROBE_SIZES = (1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22)
 
 # ---------------------------------------------------------------- on the cluster (under MPI)
 
-def probe(out: str) -> None:
+def probe(out: str, model_bytes: int) -> None:
     """Ping-pong rank 0 <-> the last rank (other host) and rank 0 <-> 1 (same host when
-    ranks per host >= 2); the time of an AD-PSGD average of 8 bytes with the last rank."""
+    ranks per host >= 2); the time of an AD-PSGD average of 8 bytes with the last rank;
+    and the exchanges of training with a model of ``model_bytes`` (:func:`exchange_times`)."""
     import numpy as np
     import torch
     from mpi4py import MPI
@@ -109,8 +112,49 @@ def probe(out: str) -> None:
     world.Barrier()
     window.free()
     result["average_8_bytes"] = world.bcast(statistics.median(samples[5:]) if samples else None, root=0)
+    result["exchanges"] = exchange_times(world, comm, model_bytes)
     if rank == 0:
         write_json(out, result)
+
+
+def exchange_times(world, comm, model_bytes: int) -> dict:
+    """Seconds of one exchange of a ``model_bytes`` float32 model as training does it, every
+    rank at once (the slowest rank's time, median of 5): a gossip round on the ring and on
+    the one-peer exponential schedule (the mean over its period), the allreduce PmSGD uses,
+    and one AD-PSGD average of rank 0 with the last rank (the others idle). The ping-pong
+    is one flow at a time; these load every host's link as a step does."""
+    import torch
+    from mpi4py import MPI
+
+    from mpidec import topology
+
+    n = world.Get_size()
+    x = torch.zeros(model_bytes // 4)
+    ring, peer = topology.ring(n), topology.one_peer_exponential(n)
+    period = peer.period or 1
+    window = comm.model_window([x])
+
+    def average():
+        if world.Get_rank() == 0:
+            window.average_with(n - 1)
+
+    def timed(exchange) -> float:
+        exchange()  # warm-up: connections, buffers, Horovod's negotiation
+        samples = []
+        for _ in range(5):
+            world.Barrier()
+            start = time.perf_counter()
+            exchange()
+            samples.append(world.allreduce(time.perf_counter() - start, op=MPI.MAX))
+        return statistics.median(samples)
+
+    times = {"ring": timed(lambda: comm.neighbor_average([x], ring)),
+             "one_peer": timed(lambda: [comm.neighbor_average([x], peer, t) for t in range(period)]) / period,
+             "allreduce": timed(lambda: comm.allreduce([x])),
+             "pairwise": timed(average)}
+    world.Barrier()
+    window.free()
+    return times
 
 
 # ---------------------------------------------------------------- the grid (as root, outside MPI)
@@ -148,7 +192,9 @@ def train(setting, model, algorithm, topology, options, epochs, out: Path, data=
 
 
 def measure(args) -> None:
-    keep = RESULTS.exists() and (args.resume or args.only)
+    from cluster_report import MODEL_BYTES
+
+    keep = RESULTS.exists() and (args.resume or args.only or args.probes_only)
     results = json.loads(RESULTS.read_text()) if keep else {"settings": {}}
     results.update(model=MODEL, epochs=EPOCHS, batch=BATCH, target=TARGET)
     for setting in GRID:
@@ -161,12 +207,18 @@ def measure(args) -> None:
         cluster("up", *flags)
         try:
             work = ROOT / "results/cluster" / name
-            cluster("exec", "--hosts", str(hosts), "--ranks-per-host", str(per_host), "--", "python",
-                    str(Path(__file__).resolve()), "probe", str(work / "probe.json"))
-            entry = {"hosts": hosts, "per_host": per_host, "rate": rate, "slow": slow,
-                     "allreduce": _allreduce_backend(), "probe": json.loads((work / "probe.json").read_text()),
-                     "runs": []}
             model, data, epochs = LARGER.get(name, (MODEL, DIGITS, EPOCHS))
+            cluster("exec", "--hosts", str(hosts), "--ranks-per-host", str(per_host), "--", "python",
+                    str(Path(__file__).resolve()), "probe", str(work / "probe.json"), str(MODEL_BYTES[model]))
+            probed = json.loads((work / "probe.json").read_text())
+            print(f"{name}: exchanges " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in probed["exchanges"].items()),
+                  flush=True)
+            if args.probes_only:
+                results["settings"][name]["probe"] = probed
+                write_json(RESULTS, results)
+                continue
+            entry = {"hosts": hosts, "per_host": per_host, "rate": rate, "slow": slow,
+                     "allreduce": _allreduce_backend(), "probe": probed, "runs": []}
             for algorithm, topology, options in runs:
                 out = work / f"{model}-{algorithm}-{topology or 'none'}-{len(entry['runs'])}"
                 run = train(setting, model, algorithm, topology, options, epochs, out, data)
@@ -197,15 +249,18 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("probe")
     p.add_argument("out")
+    p.add_argument("model_bytes", type=int)
     m = sub.add_parser("measure")
     m.add_argument("--only", nargs="+", choices=[g[0] for g in GRID],
                    help="settings of GRID to (re-)measure; the others stay as they are in the results file")
     m.add_argument("--resume", action="store_true", help="skip the settings already in the results file")
+    m.add_argument("--probes-only", action="store_true",
+                   help="probe the links of the settings measured already again, keeping their training runs")
     r = sub.add_parser("report")
     r.add_argument("--plots", default=str(ROOT / "docs/figures"))
     args = parser.parse_args()
     if args.command == "probe":
-        probe(args.out)
+        probe(args.out, args.model_bytes)
     elif args.command == "measure":
         measure(args)
     else:

@@ -13,6 +13,7 @@ import statistics
 from dataclasses import replace
 
 from mpidec import netmodel as M
+from mpidec import topology as T
 from mpidec.atomic import write_json
 from mpidec.figures import pyplot, save
 from mpidec.plan import PROFILES
@@ -50,15 +51,62 @@ def fit_links(results) -> dict:
             "rma_latency": statistics.median(rma), "local": local}
 
 
-def network_of(entry, links) -> M.Network:
-    """The model of one setting: the fraction of the tbf rate TCP delivers (all settings), and
-    the latency and one-sided round trip of this setting's own probes, which on this shared
-    machine are the scheduler's and change with its load from one setting to the next."""
-    bandwidth = links["efficiency"] * rate_bits(entry["rate"]) / 8
+def network_of(entry, links, efficiency=None) -> M.Network:
+    """The model of one setting: the latency and one-sided round trip of this setting's own
+    probes (on this shared machine they are the scheduler's and change with its load from
+    one setting to the next), and the tbf rate times ``efficiency`` (default: the fraction
+    the ping-pongs get, median over the settings)."""
+    efficiency = links["efficiency"] if efficiency is None else efficiency
+    bandwidth = efficiency * rate_bits(entry["rate"]) / 8
     local = {"local_latency": links["local"][0], "local_bandwidth": links["local"][1]} if links["local"] else {}
     slow = ((entry["slow"][0] - 1, float(entry["slow"][1])),) if entry["slow"] else ()
     return M.Network(entry["hosts"], entry["per_host"], bandwidth=bandwidth, latency=entry["fit"]["latency"],
                      overhead=0.0, rma_latency=entry["probe"]["average_8_bytes"] / 4, slow=slow, **local)
+
+
+def probed_time(net, kind, nbytes, allreduce) -> float:
+    """The model's time of one exchange that benchmarks/cluster.py ``exchange_times`` probes."""
+    if kind in ("ring", "one_peer"):
+        schedule = T.build("ring" if kind == "ring" else "one_peer_exponential", net.n)
+        period = schedule.period or 1
+        return sum(M.gossip_round_time(net, schedule.at(t), nbytes) for t in range(period)) / period
+    if kind == "allreduce":
+        return M.allreduce_time(net, nbytes, allreduce)
+    return M.average_time(net, 0, net.n - 1, nbytes)
+
+
+def fit_exchanges(entry, links) -> dict:
+    """Per kind of exchange, the fraction of the tbf rate that makes the model's time of the
+    probed exchange equal the measured one (bisection: the time falls as the rate grows).
+    TCP through tbf delivers less when every host sends and receives at once (several
+    flows per link, ACKs queued behind data) than to one ping-pong."""
+    probe, fitted = entry["probe"], {}
+    nbytes, allreduce = MODEL_BYTES[entry["runs"][0]["model"]], _allreduce_of(entry)
+    for kind, measured in probe.get("exchanges", {}).items():
+        low, high = 0.01, 10.0
+        for _ in range(60):
+            mid = (low * high) ** 0.5
+            if probed_time(network_of(entry, links, mid), kind, nbytes, allreduce) > measured:
+                low = mid
+            else:
+                high = mid
+        fitted[kind] = high
+    return fitted
+
+
+def _allreduce_of(entry) -> str:
+    """The model's allreduce for a setting: what Horovod picks (auto), or Open MPI 4.1's in-place Iallreduce."""
+    return "auto" if entry.get("allreduce") == "horovod" else "binomial"
+
+
+def exchange_kind(run) -> str | None:
+    """Which probed exchange a run's step does (None: the majority vote's small messages,
+    costed with the ping-pong's fraction of the rate)."""
+    algorithm, _ = exchange(run)
+    kind = M.EXCHANGES[algorithm][0]
+    if kind == "gossip":
+        return "one_peer" if run["topology"] == "one_peer_exponential" else "ring"
+    return kind if kind in ("allreduce", "pairwise") else None
 
 
 def exchange(run) -> tuple[str, float]:
@@ -86,17 +134,17 @@ def validate(results, links) -> list[dict]:
     """Every measured run: measured step, predicted step (from its own compute time), error."""
     rows = []
     for name, entry in results["settings"].items():
-        net = network_of(entry, links)
-        allreduce = "auto" if entry.get("allreduce") == "horovod" else "binomial"
+        efficiencies = entry["fit"]["exchanges"] = fit_exchanges(entry, links)
         for run in entry["runs"]:
             if "failed" in run:
                 continue
             algorithm, nbytes = exchange(run)
-            cost = M.step_cost(net, algorithm, nbytes, run["compute_seconds"], topology=run["topology"],
-                               period=4, allreduce=allreduce)
+            efficiency = efficiencies.get(exchange_kind(run))
+            cost = M.step_cost(network_of(entry, links, efficiency), algorithm, nbytes, run["compute_seconds"],
+                               topology=run["topology"], period=4, allreduce=_allreduce_of(entry))
             rows.append({"setting": name, "algorithm": label(run), "topology": run["topology"],
                          "measured": run["step_seconds"], "predicted": cost.step, "compute": run["compute_seconds"],
-                         "error": cost.step / run["step_seconds"] - 1})
+                         "efficiency": efficiency or links["efficiency"], "error": cost.step / run["step_seconds"] - 1})
     return rows
 
 
@@ -173,6 +221,10 @@ def report(path, figures) -> None:
                      "projections": projections, "projected_time_to_accuracy": to_accuracy})
     print(f"links: latency {links['latency'] * 1e3:.2f} ms, TCP delivers {links['efficiency']:.3f} of the tbf rate, "
           f"one-sided round trip {links['rma_latency'] * 1e3:.1f} ms, shared memory {links['local']}")
+    for name, entry in results["settings"].items():
+        fitted = entry["fit"].get("exchanges") or {}
+        print(f"{name}: fraction of the tbf rate per exchange (probes, every rank at once): "
+              + (", ".join(f"{k} {v:.2f}" for k, v in fitted.items()) or "not probed"))
     print_tables(validation, accuracy, projections)
     print_projected_accuracy(to_accuracy)
     plot(validation, accuracy, projections, figures)

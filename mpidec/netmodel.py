@@ -119,6 +119,21 @@ def round_time(net: Network, src, dst, nbytes) -> float:
     return float(times.max()) if times.size else 0.0
 
 
+def gossip_round_time(net: Network, topo, nbytes: float) -> float:
+    """One gossip round over the graph ``topo`` (one step's W), every node sending at once."""
+    return round_time(net, *_edges(topo), nbytes)
+
+
+def average_time(net: Network, i: int, j: int, nbytes: float, sharing: int = 1) -> float:
+    """One AD-PSGD average of workers i and j: lock both, read and write the model (``sharing``:
+    averages crossing the busier of their links at the same time, this one included)."""
+    a, b = net.host_of([i, j])
+    if a == b:
+        return 4 * net.local_latency + 2 * nbytes / net.local_bandwidth
+    bw = net.link_bandwidths()
+    return 4 * net.rma + 2 * nbytes * sharing / min(bw[a], bw[b])
+
+
 # ---------------------------------------------------------------- collectives
 
 def _pairs(n: int, partner: np.ndarray):
@@ -273,7 +288,7 @@ def _adpsgd_clock(net: Network, topo, nbytes: float, c: np.ndarray, steps: int, 
     ``n * elapsed / steps`` (the synchronous step that processes as many samples)."""
     active = bipartite_colours(topo)
     neighbours = [sorted(set(topo.in_neighbors(i)) | set(topo.out_neighbors(i))) for i in range(net.n)]
-    bw, hosts = net.link_bandwidths(), net.host_of(np.arange(net.n))
+    hosts = net.host_of(np.arange(net.n))
     free = np.zeros(net.n)             # when each worker's model lock is next free
     transfers = [[] for _ in range(net.hosts)]  # end times of averages crossing each host's link
     rng = random.Random(seed)
@@ -286,13 +301,11 @@ def _adpsgd_clock(net: Network, topo, nbytes: float, c: np.ndarray, steps: int, 
             j = rng.choice(neighbours[i])
             start = max(now, free[i], free[j])
             a, b = hosts[i], hosts[j]
+            sharing = 1 + sum(end > start for end in transfers[a] + transfers[b]) if a != b else 1
+            took = average_time(net, i, j, nbytes, sharing)
             if a != b:
-                sharing = 1 + sum(end > start for end in transfers[a] + transfers[b])
-                took = 4 * net.rma + 2 * nbytes * sharing / min(bw[a], bw[b])
                 transfers[a] = [e for e in transfers[a] if e > start] + [start + took]
                 transfers[b] = [e for e in transfers[b] if e > start] + [start + took]
-            else:
-                took = 4 * net.local_latency + 2 * nbytes / net.local_bandwidth
             free[i] = free[j] = done = start + took
         else:
             done = free[i] = max(now, free[i])
