@@ -117,12 +117,16 @@ def probe(out: str, model_bytes: int) -> None:
         write_json(out, result)
 
 
-def exchange_times(world, comm, model_bytes: int) -> dict:
+def exchange_times(world, comm, model_bytes: int, reps: int = 10) -> dict:
     """Seconds of one exchange of a ``model_bytes`` float32 model as training does it, every
-    rank at once (the slowest rank's time, median of 5): a gossip round on the ring and on
-    the one-peer exponential schedule (the mean over its period), the allreduce PmSGD uses,
-    and one AD-PSGD average of rank 0 with the last rank (the others idle). The ping-pong
-    is one flow at a time; these load every host's link as a step does."""
+    rank at once (the slowest rank's time): a gossip round on the ring and on the one-peer
+    exponential schedule (repetition k: step k's round), the allreduce PmSGD uses, and one
+    AD-PSGD average of rank 0 with the last rank (the others idle). The ping-pong is one
+    flow at a time; these load every host's link as a step does. Each kind is repeated as
+    training repeats it, step after step (after another kind, TCP's state from that one
+    slows the next: one-peer rounds took 640-720 ms interleaved with the others against
+    400 ms in a row, on 4 x 1 at 25 Mbit/s), and the median of ``reps`` is kept (one
+    exchange varies by +-25% from the next through tbf)."""
     import torch
     from mpi4py import MPI
 
@@ -131,27 +135,21 @@ def exchange_times(world, comm, model_bytes: int) -> dict:
     n = world.Get_size()
     x = torch.zeros(model_bytes // 4)
     ring, peer = topology.ring(n), topology.one_peer_exponential(n)
-    period = peer.period or 1
-    window = comm.model_window([x])
-
-    def average():
-        if world.Get_rank() == 0:
-            window.average_with(n - 1)
 
     def timed(exchange) -> float:
-        exchange()  # warm-up: connections, buffers, Horovod's negotiation
         samples = []
-        for _ in range(5):
+        for rep in range(-2, reps):  # two warm-ups: connections, buffers, Horovod's negotiation
             world.Barrier()
             start = time.perf_counter()
-            exchange()
+            exchange(rep)
             samples.append(world.allreduce(time.perf_counter() - start, op=MPI.MAX))
-        return statistics.median(samples)
+        return statistics.median(samples[2:])
 
-    times = {"ring": timed(lambda: comm.neighbor_average([x], ring)),
-             "one_peer": timed(lambda: [comm.neighbor_average([x], peer, t) for t in range(period)]) / period,
-             "allreduce": timed(lambda: comm.allreduce([x])),
-             "pairwise": timed(average)}
+    times = {"ring": timed(lambda step: comm.neighbor_average([x], ring)),
+             "one_peer": timed(lambda step: comm.neighbor_average([x], peer, step)),
+             "allreduce": timed(lambda step: comm.allreduce([x]))}
+    window = comm.model_window([x])  # only now: its progress thread would slow the others down
+    times["pairwise"] = timed(lambda step: window.average_with(n - 1) if world.Get_rank() == 0 else None)
     world.Barrier()
     window.free()
     return times

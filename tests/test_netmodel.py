@@ -24,6 +24,20 @@ def test_a_hosts_link_is_shared_by_its_ranks():
     assert local[0] == pytest.approx(O + 1e-6 + S / 4e9)
 
 
+def test_the_probed_exchanges_closed_forms():
+    """What benchmarks/cluster.py probes: a ring round (every host sends 2 models up and
+    receives 2 down), a one-peer round (1 each way), and one AD-PSGD average."""
+    ring = M.gossip_round_time(net(4), T.ring(4).at(0), S)
+    assert ring == pytest.approx(2 * O + ALPHA + 2 * S / B)
+    peer = T.one_peer_exponential(4)
+    assert [M.gossip_round_time(net(4), peer.at(t), S) for t in range(2)] == pytest.approx([O + ALPHA + S / B] * 2)
+    rma = 1e-4
+    assert M.average_time(net(4, rma_latency=rma), 0, 3, S) == pytest.approx(4 * rma + 2 * S / B)
+    assert M.average_time(net(4, rma_latency=rma, slow=((3, 8),)), 0, 3, S, sharing=2) == pytest.approx(4 * rma + 32 * S / B)
+    local = net(2, 2, local_bandwidth=4e9, local_latency=1e-6)
+    assert M.average_time(local, 0, 1, S) == pytest.approx(4e-6 + 2 * S / 4e9)
+
+
 def test_a_slow_link_slows_only_the_messages_that_cross_it():
     times = M.message_times(net(3, slow=((2, 8),)), [0, 1], [1, 2], S)
     np.testing.assert_allclose(times, [O + ALPHA + S / B, O + ALPHA + 8 * S / B])

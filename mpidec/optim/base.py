@@ -39,8 +39,8 @@ import torch
 from torch.optim import Optimizer
 
 from ..comm.base import Handle
-from ..consensus import estimate_from_residual
 from ..comm.fusion import as_wire_dtype
+from ..consensus import estimate_from_residual
 from .amp import unscale_
 from .buckets import by_group, make_buckets
 from .flat import FlatParams
