@@ -120,13 +120,13 @@ def probe(out: str, model_bytes: int) -> None:
 def exchange_times(world, comm, model_bytes: int, reps: int = 10) -> dict:
     """Seconds of one exchange of a ``model_bytes`` float32 model as training does it, every
     rank at once (the slowest rank's time): a gossip round on the ring and on the one-peer
-    exponential schedule (repetition k: step k's round), the allreduce PmSGD uses, and one
-    AD-PSGD average of rank 0 with the last rank (the others idle). The ping-pong is one
-    flow at a time; these load every host's link as a step does. Each kind is repeated as
-    training repeats it, step after step (after another kind, TCP's state from that one
-    slows the next: one-peer rounds took 640-720 ms interleaved with the others against
-    400 ms in a row, on 4 x 1 at 25 Mbit/s), and the median of ``reps`` is kept (one
-    exchange varies by +-25% from the next through tbf)."""
+    exponential schedule (repetition k: step k's round), the allreduce PmSGD uses,
+    SignumMV's majority vote, and one AD-PSGD average of rank 0 with the last rank (the
+    others idle). The ping-pong is one flow at a time; these load every host's link as a
+    step does. Each kind is repeated as training repeats it, step after step (after
+    another kind, TCP's state from that one slows the next: one-peer rounds took 640-720
+    ms interleaved with the others against 400 ms in a row, on 4 x 1 at 25 Mbit/s), and
+    the median of ``reps`` is kept (one exchange varies by +-25% from the next through tbf)."""
     import torch
     from mpi4py import MPI
 
@@ -145,10 +145,12 @@ def exchange_times(world, comm, model_bytes: int, reps: int = 10) -> dict:
             samples.append(world.allreduce(time.perf_counter() - start, op=MPI.MAX))
         return statistics.median(samples[2:])
 
+    votes = torch.empty_like(x)
     times = {"ring": timed(lambda step: comm.neighbor_average([x], ring)),
              "one_peer": timed(lambda step: comm.neighbor_average([x], peer, step)),
-             "allreduce": timed(lambda step: comm.allreduce([x]))}
-    window = comm.model_window([x])  # only now: its progress thread would slow the others down
+             "allreduce": timed(lambda step: comm.allreduce([x])),
+             "vote": timed(lambda step: comm.majority_vote_async([x], [votes]).wait())}
+    window = comm.model_window([x])  # only now: the other exchanges run as in training, with no window
     times["pairwise"] = timed(lambda step: window.average_with(n - 1) if world.Get_rank() == 0 else None)
     world.Barrier()
     window.free()

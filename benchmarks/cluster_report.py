@@ -72,6 +72,8 @@ def probed_time(net, kind, nbytes, allreduce) -> float:
         return sum(M.gossip_round_time(net, schedule.at(t), nbytes) for t in range(period)) / period
     if kind == "allreduce":
         return M.allreduce_time(net, nbytes, allreduce)
+    if kind == "vote":
+        return M.vote_time(net, int(nbytes // 4))
     return M.average_time(net, 0, net.n - 1, nbytes)
 
 
@@ -99,14 +101,13 @@ def _allreduce_of(entry) -> str:
     return "auto" if entry.get("allreduce") == "horovod" else "binomial"
 
 
-def exchange_kind(run) -> str | None:
-    """Which probed exchange a run's step does (None: the majority vote's small messages,
-    costed with the ping-pong's fraction of the rate)."""
+def exchange_kind(run) -> str:
+    """Which probed exchange a run's step does: ring, one_peer, allreduce, vote or pairwise."""
     algorithm, _ = exchange(run)
     kind = M.EXCHANGES[algorithm][0]
     if kind == "gossip":
         return "one_peer" if run["topology"] == "one_peer_exponential" else "ring"
-    return kind if kind in ("allreduce", "pairwise") else None
+    return kind
 
 
 def exchange(run) -> tuple[str, float]:
