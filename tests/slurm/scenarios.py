@@ -233,7 +233,12 @@ def main(repo: Path) -> int:
         SignalAtStartup("startup", restarts=1, says=("requeueing job", "mpidec job: finished")),
         Job("twin-a", job_name="twin"),
         Job("twin-b", job_name="twin"),
-        SignalMidTraining("mpirun", restarts=1, says=RESUMED, env={"MPIDEC_LAUNCHER": "mpirun"}),
+        # T = odls_base_sigkill_timeout 10 s (the sbatch's default is 60): on a loaded machine
+        # a rank's clock thread can miss its ticks for over 2 s, so mpirun's SIGCONT reads as
+        # a resume (mpidec/signals.py: safe by design) and the stop comes with SIGTERM T s
+        # later; with T = 60 this 88-step job once finished first (CI: COMPLETED, no requeue).
+        SignalMidTraining("mpirun", restarts=1, says=RESUMED,
+                          env={"MPIDEC_LAUNCHER": "mpirun", "OMPI_MCA_odls_base_sigkill_timeout": "10"}),
         Job("bad-flag", state="FAILED", exit_code=None, says=("mpidec train: error: --algorithm", "not requeued"),
             env={"MPIDEC_OUT": "stale"}, flags=["--algorithm", "NoSuchAlgorithm"]),
     ]
