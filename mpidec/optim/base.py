@@ -41,7 +41,7 @@ from torch.optim import Optimizer
 from ..comm.base import Handle
 from ..comm.fusion import as_wire_dtype
 from ..consensus import estimate_from_residual
-from .amp import unscale_
+from .amp import skip_for_amp
 from .buckets import by_group, make_buckets
 from .flat import FlatParams
 
@@ -214,7 +214,7 @@ class DecentralizedOptimizer(Optimizer):
                 loss = closure()
         self._layout.check()
         sent, launched = self._bytes_so_far(), self._launched_bytes
-        if not self._skip_for_amp():
+        if not skip_for_amp(self):
             self._iterate()
             self.steps += 1
         self.last_step_bytes = launched + self._bytes_so_far() - sent
@@ -288,19 +288,6 @@ class DecentralizedOptimizer(Optimizer):
         return Handle(lambda: [handle.wait() for handle in handles][0])
 
     # -------------------------------------------------------------- mixed precision
-
-    def _skip_for_amp(self) -> bool:
-        """Under ``torch.amp.GradScaler.step``: whether any rank's gradients are not finite
-        (then every rank skips the step); otherwise unscale the gradients if the scaler has not."""
-        found_inf = getattr(self, "found_inf", None)  # set by GradScaler.step for this call only
-        if found_inf is None:
-            return False
-        if self._overflowed(float(found_inf.sum()) > 0):
-            return True
-        scale = getattr(self, "grad_scale", None)  # None: scaler.unscale_(optimizer) already ran
-        if scale is not None:
-            unscale_(self.params, scale)
-        return False
 
     def _overflowed(self, here: bool) -> bool:
         """Whether to skip the step, given whether this rank's gradients overflowed: on every
