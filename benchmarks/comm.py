@@ -7,7 +7,8 @@ repetitions between barriers; the figure is the median over repetitions of the s
 rank. Methods:
 
 - ``mpidec_ring``, ``mpidec_exponential``: ``MPICommunicator.neighbor_average``
-  (pack, ``Ineighbor_allgather``, fused combine into the tensor);
+  (sent from the tensor's memory: ``Irecv``/``Isend`` up to 64 KiB, ``Ineighbor_allgather``
+  above; the combine into the tensor);
 - ``raw_ring``: mpi4py ``Isend``/``Irecv`` of the same bytes to the two ring neighbours
   plus a minimal three-term combine (``x*w0 + a*w1 + b*w2``): the baseline;
 - ``mpi_allreduce``, ``horovod_allreduce``: the centralized alternative on the same buffer.

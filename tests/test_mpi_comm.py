@@ -46,8 +46,18 @@ def test_horovod_allreduce_gives_exact_numbers(world):
     assert out.tolist() == (np.arange(5) * n * (n + 1) / 2).tolist()
 
 
+@pytest.fixture(params=["point_to_point", "collective"])
+def transport(request, monkeypatch):
+    """Every exchange test twice: small messages go as Isend/Irecv, large ones as one
+    neighbourhood collective (``mpidec.comm.mpi.P2P_BYTES`` is the boundary)."""
+    from mpidec.comm import mpi
+
+    monkeypatch.setattr(mpi, "P2P_BYTES", 1 << 62 if request.param == "point_to_point" else -1)
+    return request.param
+
+
 @pytest.mark.parametrize("name", list(T.BUILDERS))
-def test_neighbour_average_equals_dense_for_every_builder(comm, name):
+def test_neighbour_average_equals_dense_for_every_builder(comm, name, transport):
     topo = T.build(name, comm.size) if name != "hypercube" or comm.size & (comm.size - 1) == 0 else None
     if topo is None:
         pytest.skip("hypercube needs a power-of-two world")
@@ -58,7 +68,7 @@ def test_neighbour_average_equals_dense_for_every_builder(comm, name):
     assert_rows_match(models, expected, [comm.rank])
 
 
-def test_mpi_equals_simulator_bit_for_bit(comm):
+def test_mpi_equals_simulator_bit_for_bit(comm, transport):
     from mpidec.comm import Simulator
 
     topo = T.one_peer_exponential(comm.size)
@@ -70,7 +80,9 @@ def test_mpi_equals_simulator_bit_for_bit(comm):
         assert torch.equal(a, b)
 
 
-def test_exchanges_in_flight_together(comm):
+def test_exchanges_in_flight_together(comm, transport):
+    """Two exchanges to the same neighbours in flight, waited in the opposite order: the
+    point-to-point messages must match in order (one tag, MPI's non-overtaking rule)."""
     topo = T.ring(comm.size)
     a, b = node_tensors(comm.size, seed=13), node_tensors(comm.size, seed=14)
     want_a, want_b = dense_gossip(a, topo, [0]), dense_gossip(b, topo, [0])
@@ -82,7 +94,45 @@ def test_exchanges_in_flight_together(comm):
     assert_rows_match(b, want_b, [comm.rank])
 
 
-def test_time_varying_schedule_reuses_graph_communicators(comm):
+def test_a_handle_dropped_in_flight_leaves_its_buffers_to_the_communicator(comm, transport):
+    """An optimizer deleted with messages in flight (OSGP's, between steps) drops their
+    handles unwaited: MPI still writes the receive buffer when the message arrives, so the
+    buffers must live until the request is complete (under MPICH the freed rows were written
+    later: heap corruption, a SIGABRT tests later). The next operation completes them."""
+    import weakref
+
+    topo = T.ring(comm.size)
+    x = torch.full((300,), float(comm.rank), dtype=torch.float64)
+    handle = comm.neighbor_allgather_async(x, topo)
+    del handle
+    assert len(comm._orphans) == 1
+    rows = weakref.ref(comm._orphans[0].buffers[1])
+    assert rows().shape == (2, 300)
+    y = torch.full((300,), float(comm.rank), dtype=torch.float64)
+    comm.neighbor_average(y, topo)  # completes the orphan first
+    assert not comm._orphans and rows() is None
+    assert y[0].item() == pytest.approx(float(topo.W[comm.rank] @ np.arange(comm.size)), abs=1e-15)
+
+
+def test_small_messages_go_point_to_point_and_large_ones_as_a_collective(comm):
+    """The two transports' boundary is ``P2P_BYTES`` of the message (the default 64 KiB)."""
+    from mpidec.comm import MPICommunicator, mpi
+
+    fresh, topo = MPICommunicator(comm.comm), T.symmetric_exponential(comm.size)
+    x = torch.full((mpi.P2P_BYTES // 8,), float(comm.rank), dtype=torch.float64)
+    fresh.neighbor_average(x, topology=topo)
+    assert not fresh._graphs and fresh._p2p is not None
+    y = torch.full((mpi.P2P_BYTES // 8 + 1,), float(comm.rank), dtype=torch.float64)
+    fresh.neighbor_average(y, topology=topo)
+    assert len(fresh._graphs) == 1
+    want = float(topo.W[comm.rank] @ np.arange(comm.size))
+    assert x[0].item() == y[0].item() == pytest.approx(want, abs=1e-15)
+
+
+def test_time_varying_schedule_reuses_graph_communicators(comm, monkeypatch):
+    from mpidec.comm import mpi
+
+    monkeypatch.setattr(mpi, "P2P_BYTES", -1)  # graph communicators are the collective's
     sched = T.one_peer_exponential(comm.size)
     before = len(comm._graphs)
     x = [torch.zeros(3, dtype=torch.float64)]
@@ -91,7 +141,7 @@ def test_time_varying_schedule_reuses_graph_communicators(comm):
     assert len(comm._graphs) - before <= sched.period
 
 
-def test_an_aperiodic_schedule_runs_in_flat_memory(comm):
+def test_an_aperiodic_schedule_runs_in_flat_memory(comm, transport):
     """random_matching makes a new topology every step: the plans must go with them (they
     were kept forever: 4.5 KB a step at 4 ranks), the graph communicators stay bounded."""
     from mpidec.comm.base import MAX_PLANS, _Plan

@@ -11,7 +11,11 @@ abstract methods below):
 - ``allreduce_scalar(value, op)`` and ``allgather_object(obj)``: blocking, for metrics
   and checks off the hot path.
 
-A request is anything with ``wait()``. ``bytes_sent`` counts, at these primitives, the
+A request is anything with ``wait()``. Every request started here is kept with the
+buffers it reads and writes (:class:`_InFlight`): a handle dropped before ``wait()`` (an
+optimizer deleted with messages in flight, as OSGP's are between steps) leaves them to
+the communicator, which completes them at its next operation, so the transport never
+writes into freed memory. ``bytes_sent`` counts, at these primitives, the
 bytes this rank hands the transport: a send buffer times its destinations (an allreduce
 as a ring's ``2 (n - 1) / n`` of its buffer, whatever algorithm the library picks).
 Everything else - fusing tensors into one buffer per dtype and device, host staging of
@@ -46,6 +50,25 @@ class Handle:
         return self._result
 
 
+class _InFlight:
+    """A transport request and the buffers it uses. ``wait()`` completes it; dropped unwaited,
+    it hands both to ``orphans`` (its communicator's), which keeps the buffers alive until the
+    request is complete (MPI writes into a receive buffer whenever the message arrives)."""
+
+    __slots__ = ("request", "buffers", "orphans")
+
+    def __init__(self, request, buffers, orphans):
+        self.request, self.buffers, self.orphans = request, buffers, orphans
+
+    def wait(self):
+        self.request.wait()
+        self.buffers = None
+
+    def __del__(self):
+        if self.buffers is not None:
+            self.orphans.append(self)
+
+
 class Communicator(abc.ABC):
     """One rank's view of the workers: neighbour averages, allreduce, small collectives.
 
@@ -66,6 +89,7 @@ class Communicator(abc.ABC):
         # an aperiodic schedule (a new object every step) take their plans with them
         self._plans = weakref.WeakKeyDictionary()
         self.bytes_sent = 0  # at the transport primitives, since creation (module docstring)
+        self._orphans: list[_InFlight] = []  # requests whose handles were dropped unwaited
 
     # ------------------------------------------------------------ transport primitives
 
@@ -161,7 +185,7 @@ class Communicator(abc.ABC):
             recv_w = self._pool.take(recv.shape, wire_dtype, device)
         send_x, recv_x = self._staging(send_w), self._staging(recv_w, rows=0)
         self._count(send_x, len(plan.destinations))
-        request = self._start_neighbor_allgather(plan, send_x, recv_x)
+        request = self._in_flight(self._start_neighbor_allgather(plan, send_x, recv_x), send_x, recv_x)
         w0, wn = plan.self_weight, plan.neighbor_weights(dtype, device)
 
         def finish():
@@ -209,7 +233,7 @@ class Communicator(abc.ABC):
         rows = torch.empty((len(plan.sources), send.numel()), dtype=tensor.dtype, device=tensor.device)
         send_x, recv_x = self._staging(send), self._staging(rows, rows=0)
         self._count(send_x, len(plan.destinations))
-        request = self._start_neighbor_allgather(plan, send_x, recv_x)
+        request = self._in_flight(self._start_neighbor_allgather(plan, send_x, recv_x), send_x, recv_x)
 
         def finish():
             request.wait()
@@ -233,7 +257,7 @@ class Communicator(abc.ABC):
                 buf = fusion.pack(group, out=self._pool.take((fusion.numel(group),), group[0].dtype, group[0].device))
             wire = self._staging(buf)
             self._count(wire, 2 * (self.size - 1) / self.size)
-            parts.append((group, buf, packed, wire, self._start_allreduce(wire)))
+            parts.append((group, buf, packed, wire, self._in_flight(self._start_allreduce(wire), wire)))
 
         def finish():
             for group, buf, packed, wire, request in parts:
@@ -271,7 +295,7 @@ class Communicator(abc.ABC):
         send = self._staging(packed)
         recv = torch.empty_like(send)
         self._count(send, (self.size - 1) / self.size)                 # every row but its own
-        request = self._start_alltoall(send, recv)
+        request = self._in_flight(self._start_alltoall(send, recv), send, recv)
 
         def finish():
             request.wait()
@@ -297,6 +321,13 @@ class Communicator(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} has no one-sided windows")
 
     # ------------------------------------------------------------ helpers
+
+    def _in_flight(self, request, *buffers) -> _InFlight:
+        """``request`` tracked with its ``buffers``; first, the orphans are completed (their
+        operations were started on every rank, so waiting for them ends)."""
+        while self._orphans:
+            self._orphans.pop(0).wait()
+        return _InFlight(request, buffers, self._orphans)
 
     def _count(self, send: torch.Tensor, destinations: float) -> None:
         self.bytes_sent += send.numel() * send.element_size() * destinations

@@ -4,7 +4,12 @@ One gossip round of a static topology is one ``MPI_Ineighbor_allgather`` on a
 communicator made by ``MPI_Dist_graph_create_adjacent`` (sources = in-neighbours,
 destinations = out-neighbours). Graph communicators are cached by edge set, so a
 time-varying schedule (one-peer exponential, random matching) builds each distinct
-graph once, not once per step. Buffers travel as raw bytes: any dtype, no pickling.
+graph once, not once per step. A small message (up to ``MPIDEC_P2P_BYTES``, 64 KiB by
+default) goes as ``Irecv``/``Isend`` pairs on a private duplicate of the communicator
+instead: a neighbourhood collective's schedule costs tens of microseconds more than the
+point-to-point calls themselves, all of a 1 KB exchange's budget. Every rank makes the
+same exchanges in the same order, so MPI's non-overtaking rule matches them. Buffers
+travel as raw bytes: any dtype, no pickling.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .mpi_buffer import as_mpi_bytes
 from .mpi_window import MPICounter, MPIModelWindow
 
 _MPI_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "mean": "SUM"}
+P2P_BYTES = int(os.environ.get("MPIDEC_P2P_BYTES", str(64 << 10)))  # this size and below: Isend/Irecv
 
 
 def cuda_aware() -> bool:
@@ -64,6 +70,7 @@ class MPICommunicator(Communicator):
         self._max_graphs = max_graphs
         self._allreduce_choice = allreduce
         self._allreduce_backend = None
+        self._p2p = None  # the private duplicate for small exchanges (made at the first one)
 
     def graph_comm(self, topo):
         """The distributed-graph communicator of a static topology (collective on a miss)."""
@@ -86,7 +93,19 @@ class MPICommunicator(Communicator):
         return graph
 
     def _start_neighbor_allgather(self, plan, send, recv):
+        if send.numel() * send.element_size() <= P2P_BYTES:
+            return self._start_point_to_point(plan, send, recv)
         return self._graph_comm(plan).Ineighbor_allgather(self._spec(send), self._spec(recv, len(recv)))
+
+    def _start_point_to_point(self, plan, send, recv):
+        """The same exchange as ``Irecv`` from each in-neighbour into its row and ``Isend``
+        to each out-neighbour; collective on the first call (the duplicate is made then)."""
+        if self._p2p is None:
+            self._p2p = self.comm.Dup()
+        comm, spec = self._p2p, self._spec(send)
+        requests = [comm.Irecv(self._spec(recv[r]), source=j) for r, j in enumerate(plan.sources)]
+        requests += [comm.Isend(spec, dest=j) for j in plan.destinations]
+        return _Requests(requests)
 
     def _spec(self, t: torch.Tensor, rows: int = 1):
         """``as_mpi_bytes``, cached: exchange buffers come back from the pool step after step."""
@@ -132,3 +151,12 @@ class MPICommunicator(Communicator):
 
     def counter(self):
         return MPICounter(self.comm)
+
+
+class _Requests(list):
+    """Requests completed together: ``wait()`` is ``MPI_Waitall``."""
+
+    def wait(self):
+        from mpi4py import MPI
+
+        MPI.Request.Waitall(self)

@@ -42,7 +42,9 @@ class OSGP(SGP):
     ``in_flight`` (the received pushes still to be added to ``X``, oldest first) and
     ``in_flight_weight`` (those of ``w``); after ``load_state_dict`` they are added at the
     steps they would have been, so a resumed run is bit-identical. Not applied when training
-    ends: a final model is each worker's ``Z``. ``consensus_control``, the consensus
+    ends: a final model is each worker's ``Z``; an optimizer dropped with pushes in flight
+    leaves them to its communicator, which completes them (without applying them) at its
+    next operation. ``consensus_control``, the consensus
     estimate and ``wire_dtype`` do not apply; ``last_gossip_rounds`` is 1 after every step,
     as for SGP (the round started in that step).
     """
