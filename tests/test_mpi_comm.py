@@ -94,6 +94,29 @@ def test_exchanges_in_flight_together(comm, transport):
     assert_rows_match(b, want_b, [comm.rank])
 
 
+def test_prepared_exchanges_are_bounded_and_never_freed_in_flight(comm, monkeypatch):
+    """Past ``MAX_PREPARED``, the least recently used exchange that is not in flight goes
+    (so the count stays at the most that were ever in flight together)."""
+    from mpidec.comm import MPICommunicator, mpi
+
+    monkeypatch.setattr(mpi, "MAX_PREPARED", 2)
+    fresh, topo = MPICommunicator(comm.comm), T.ring(comm.size)
+    xs = [torch.full((16,), float(comm.rank + 10 * k), dtype=torch.float64) for k in range(4)]
+    handles = [fresh.neighbor_average_async(x, topo) for x in xs]  # four in flight: none can go
+    assert len(fresh._prepared) == 4
+    for h in handles:
+        h.wait()
+    for k in range(6):  # idle now: each new (edges, buffers) pair takes the place of the oldest
+        fresh.neighbor_average(xs[0] if k == 0 else torch.zeros(16, dtype=torch.float64), topo)
+        assert len(fresh._prepared) == 4 and not any(e.active for e in fresh._prepared.values())
+    row = topo.W[comm.rank]
+    for k, x in enumerate(xs):
+        want = row @ (np.arange(comm.size) + 10 * k)
+        if k == 0:
+            want = row @ (topo.W @ (np.arange(comm.size) + 10 * k))
+        assert x[0].item() == pytest.approx(want, abs=1e-13)
+
+
 def test_a_handle_dropped_in_flight_leaves_its_buffers_to_the_communicator(comm, transport):
     """An optimizer deleted with messages in flight (OSGP's, between steps) drops their
     handles unwaited: MPI still writes the receive buffer when the message arrives, so the
@@ -121,7 +144,8 @@ def test_small_messages_go_point_to_point_and_large_ones_as_a_collective(comm):
     fresh, topo = MPICommunicator(comm.comm), T.symmetric_exponential(comm.size)
     x = torch.full((mpi.P2P_BYTES // 8,), float(comm.rank), dtype=torch.float64)
     fresh.neighbor_average(x, topology=topo)
-    assert not fresh._graphs and fresh._p2p is not None
+    fresh.neighbor_average(x, topology=topo)
+    assert not fresh._graphs and len(fresh._prepared) == 1  # prepared once, started twice
     y = torch.full((mpi.P2P_BYTES // 8 + 1,), float(comm.rank), dtype=torch.float64)
     fresh.neighbor_average(y, topology=topo)
     assert len(fresh._graphs) == 1
