@@ -94,6 +94,16 @@ def test_exchanges_in_flight_together(comm, transport):
     assert_rows_match(b, want_b, [comm.rank])
 
 
+def test_the_size_boundary_comes_from_the_environment_and_a_bad_value_is_named(monkeypatch):
+    from mpidec.comm.mpi import p2p_bytes
+
+    monkeypatch.setenv("MPIDEC_P2P_BYTES", "4096")
+    assert p2p_bytes() == 4096
+    monkeypatch.setenv("MPIDEC_P2P_BYTES", "64KB")
+    with pytest.raises(ValueError, match="MPIDEC_P2P_BYTES='64KB' is not a whole number of bytes"):
+        p2p_bytes()
+
+
 def test_prepared_exchanges_are_bounded_and_never_freed_in_flight(comm, monkeypatch):
     """Past ``MAX_PREPARED``, the least recently used exchange that is not in flight goes
     (so the count stays at the most that were ever in flight together)."""

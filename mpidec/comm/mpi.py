@@ -28,7 +28,19 @@ from .mpi_buffer import as_mpi_bytes
 from .mpi_window import MPICounter, MPIModelWindow
 
 _MPI_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "mean": "SUM"}
-P2P_BYTES = int(os.environ.get("MPIDEC_P2P_BYTES", str(64 << 10)))  # this size and below: point to point
+
+
+def p2p_bytes() -> int:
+    """``MPIDEC_P2P_BYTES``: messages up to this size go point to point (default 64 KiB)."""
+    env = os.environ.get("MPIDEC_P2P_BYTES", "").strip()
+    try:
+        return int(env) if env else 64 << 10
+    except ValueError:
+        raise ValueError(f"MPIDEC_P2P_BYTES={env!r} is not a whole number of bytes (gossip messages up to it "
+                         "go as point-to-point requests, larger ones as one neighbourhood collective)") from None
+
+
+P2P_BYTES = p2p_bytes()
 MAX_PREPARED = 64  # small exchanges kept prepared (persistent requests) per communicator
 
 
