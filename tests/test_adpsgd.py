@@ -108,14 +108,16 @@ def test_update_rule_with_stale_gradient_momentum_and_weight_decay():
     def node(comm):
         x = torch.tensor(x0[comm.rank]).requires_grad_()
         opt = ADPSGD([x], lr=lr, momentum=beta, weight_decay=wd, comm=comm)
+        rounds = []
         for step in range(2):
             for turn in range(2):  # node 0 (active) steps, then node 1 (passive)
                 if turn == comm.rank:
                     x.grad = torch.tensor(grads[(comm.rank, step)], dtype=torch.float64)
                     opt.step()
+                    rounds.append(opt.last_gossip_rounds)
                 comm.allgather_object(None)
         opt.finish(average=False)
-        return x.detach().numpy()
+        return x.detach().numpy(), rounds
 
     xa, xp = x0[0].copy(), x0[1].copy()     # window contents
     ha, hp = xa.copy(), xp.copy()           # parameters: the models the gradients were taken at
@@ -128,9 +130,10 @@ def test_update_rule_with_stale_gradient_momentum_and_weight_decay():
         mp = beta * mp + np.array(grads[(1, step)]) + wd * hp
         xp = xp - lr * mp
         hp = xp.copy()
-    got = Simulator(2).run(node)
-    np.testing.assert_allclose(got[0], xa, rtol=0, atol=1e-13)
-    np.testing.assert_allclose(got[1], xp, rtol=0, atol=1e-13)
+    (got_a, rounds_a), (got_p, rounds_p) = Simulator(2).run(node)
+    np.testing.assert_allclose(got_a, xa, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(got_p, xp, rtol=0, atol=1e-13)
+    assert rounds_a == [1, 1] and rounds_p == [0, 0]  # the active node's one average a step
 
 
 # ------------------------------------------------------------------ asynchronous runs

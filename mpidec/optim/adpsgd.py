@@ -80,6 +80,7 @@ class ADPSGD(DecentralizedOptimizer):
             steps.update((p, (d, group["lr"])) for p, d in zip(params, self._momentum_directions(params, grads, group)))
         if self.active:
             self._window.average_with(self._rng.choice(self.partners))
+        self.last_gossip_rounds = int(self.active)  # its own averages: one a step on the active side
         with self._window.exclusive() as model:
             for (p, _), x in zip(pairs, model):
                 if p in steps:
