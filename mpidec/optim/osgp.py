@@ -44,9 +44,9 @@ class OSGP(SGP):
     steps they would have been, so a resumed run is bit-identical. Not applied when training
     ends: a final model is each worker's ``Z``; an optimizer dropped with pushes in flight
     leaves them to its communicator, which completes them (without applying them) at its
-    next operation. ``consensus_control``, the consensus
-    estimate and ``wire_dtype`` do not apply; ``last_gossip_rounds`` is 1 after every step,
-    as for SGP (the round started in that step).
+    next operation. ``consensus_control``, the consensus estimate and ``wire_dtype`` do not
+    apply; ``last_gossip_rounds`` is 1 after every step, as for SGP (the round started in
+    that step).
     """
 
     exchange = "delayed_push_sum"  # _start_exchange below
