@@ -4,6 +4,7 @@ import gc
 import re
 import resource
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -138,6 +139,12 @@ def test_a_handle_dropped_in_flight_leaves_its_buffers_to_the_communicator(comm,
     x = torch.full((300,), float(comm.rank), dtype=torch.float64)
     handle = comm.neighbor_allgather_async(x, topo)
     del handle
+    # at once, but for a race of microseconds: mpidec's exit watch thread looks at the main
+    # thread's frame every 0.2 s, and a frame object it holds when its call returns keeps the
+    # call's locals (here the request) until the thread lets go of it (it held it 0.2 s once)
+    deadline = time.monotonic() + 2
+    while not comm._orphans and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(comm._orphans) == 1
     rows = weakref.ref(comm._orphans[0].buffers[1])
     assert rows().shape == (len(topo.in_neighbors(comm.rank)), 300)
