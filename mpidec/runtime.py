@@ -170,9 +170,6 @@ class _ExitWatch:
                 if self.left and not self.exiting:
                     self._abandoned(frame)
                 since = time.monotonic()
-            # hold no frame while asleep: a frame object that outlives its call keeps the
-            # call's locals (tensors, in-flight requests) alive until it is let go
-            frame = None
 
     def _abandoned(self, frame) -> None:
         k, reason = next(iter(self.left.items()))

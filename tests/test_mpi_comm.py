@@ -139,9 +139,9 @@ def test_a_handle_dropped_in_flight_leaves_its_buffers_to_the_communicator(comm,
     x = torch.full((300,), float(comm.rank), dtype=torch.float64)
     handle = comm.neighbor_allgather_async(x, topo)
     del handle
-    # at once, but for a race of microseconds: mpidec's exit watch thread looks at the main
-    # thread's frame every 0.2 s, and a frame object it holds when its call returns keeps the
-    # call's locals (here the request) until the thread lets go of it (it held it 0.2 s once)
+    # at once, but for one case: mpidec's exit watch thread holds the main thread's frame
+    # between its looks (0.2 s apart; holding it keeps frame ids unique), and a frame object
+    # held when its call returns keeps the call's locals (here the request) until then
     deadline = time.monotonic() + 2
     while not comm._orphans and time.monotonic() < deadline:
         time.sleep(0.01)
