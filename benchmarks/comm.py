@@ -58,6 +58,7 @@ def main():
     ring, expo = topology.ring(n), topology.exponential(n)
     comm = MPICommunicator()
     mpi_comm = MPICommunicator(allreduce="mpi")
+    w = ring.W[rank, [rank, (rank - 1) % n, (rank + 1) % n]].tolist()  # the raw ring's combine
     rows = []
     for nbytes in [p for p in PAYLOADS if p <= args.max_bytes]:
         numel = nbytes // 4
@@ -65,7 +66,6 @@ def main():
         calls = max(1, min(20, (256 << 10) // nbytes))  # back to back, as in training: 20 at 1 KB
         x = torch.randn(numel)
         recv = torch.empty(2, numel)
-        w = ring.W[rank, [rank, (rank - 1) % n, (rank + 1) % n]].tolist()
         bytes_before = comm._pool.allocated_bytes
         comm.neighbor_average([x], ring)  # the ring's first exchange at this size makes its buffer
         ring_buffer_bytes = comm._pool.allocated_bytes - bytes_before
@@ -93,7 +93,6 @@ def main():
     if comm.allreduce_backend == "horovod":
         for row in rows:
             x, recv = torch.randn(row["bytes"] // 4), torch.empty(2, row["bytes"] // 4)
-            w = ring.W[rank, [rank, (rank - 1) % n, (rank + 1) % n]].tolist()
             times = timed_together(world, {"raw_ring": lambda: raw_ring(world, x, recv, w),
                                            "horovod_allreduce": lambda: comm.allreduce([x])},
                                    row["reps"], baseline="raw_ring", calls=row["calls"])
