@@ -129,6 +129,27 @@ def test_sigterm_on_one_rank_at_any_phase_then_resume_equals_an_uninterrupted_ru
         assert whole[key] == resumed[key]
 
 
+def test_samples_per_s_is_the_slowest_ranks_pace(world, shared_dir, monkeypatch):
+    """LocalSGD that never averages: the others wait for the slow rank at the records, outside
+    step(); the job still goes at the slow rank's pace (a mean over ranks said ~4x faster)."""
+    slow, step = world.Get_size() - 1, loop.Trainer.train_step
+
+    def slowed(self, *args):
+        if self.rank == slow:
+            time.sleep(0.2)  # counted in its compute time: train_step's start is an argument
+        step(self, *args)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", slowed)
+    config = TrainConfig(**{**FAST, "epochs": 1}, algorithm="LocalSGD", options={"period": 100},
+                         out=f"{shared_dir}/paced")
+    summary = train(config)
+    records = [r for r in records_of(world, config.out) if r["event"] == "train"]
+    global_batch = world.Get_size() * FAST["batch_size"]
+    assert len(records) == 4 and summary["status"] == "finished"
+    for pace in [r["samples_per_s"] for r in records] + [summary["samples_per_s"]]:
+        assert global_batch / pace >= 0.2, [r["samples_per_s"] for r in records]
+
+
 ASYNC = dict(FAST, algorithm="ADPSGD", topology="ring", momentum=0.0, epochs=6, log_every=6)
 
 

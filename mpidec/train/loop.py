@@ -237,11 +237,13 @@ class Trainer:
                              meter.communication_time], dtype=torch.float64)
         self.comm.allreduce([sums], average=False)
         steps, loss, correct, samples, compute, communication = sums.tolist()
+        # the job's pace is the slowest rank's: a rank that waits for it does so outside step(), here
+        slowest = self.comm.allreduce_scalar(meter.compute_time + meter.communication_time, op="max")
         record = {"event": "train", "step": self.step, "epoch": self.step / self.steps_per_epoch,
                   "lr": self.optimizer.param_groups[0]["lr"], "loss": loss / steps, "accuracy": correct / samples,
                   "consensus_distance": exact_distance(list(self.local.model.parameters()), self.comm),
                   "compute_time": compute / steps, "communication_time": communication / steps,
-                  "samples_per_s": samples * self.size / max(compute + communication, 1e-12),
+                  "samples_per_s": samples / max(slowest, 1e-12),
                   "time": self.elapsed()}
         meter.reset()
         self._write(record)

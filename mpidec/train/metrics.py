@@ -7,9 +7,11 @@ value is over all ranks (a mean unless the name says otherwise):
     step, epoch, lr, loss, accuracy (on the training batches), consensus_distance,
     compute_time (s per step: data, forward, backward), communication_time (s per step in
     ``optimizer.step()``: the exchange and the update arithmetic), samples_per_s (all
-    ranks), time (s since the start of the run, resumed runs included). ADPSGD: loss,
-    accuracy and times of rank 0's own steps, consensus_distance None (an asynchronous run
-    gathers no models while it trains), samples_per_s from the shared sample counter
+    ranks' samples over the slowest rank's compute + communication time: the job's pace,
+    also where the others wait for that rank outside ``step()``), time (s since the start
+    of the run, resumed runs included). ADPSGD: loss, accuracy and times of rank 0's own
+    steps, consensus_distance None (an asynchronous run gathers no models while it
+    trains), samples_per_s from the shared sample counter
 ``eval`` (every ``eval_every`` epochs and at the end)
     step, epoch, test_loss and test_accuracy of the averaged model, worker_test_loss,
     worker_test_accuracy (mean over workers), worker_test_accuracy_min / _max,

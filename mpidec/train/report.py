@@ -102,7 +102,8 @@ def summary(t, status: str) -> dict:
         "train_loss": last_train.get("loss"),
         "compute_time": compute / steps if steps else None,
         "communication_time": communication / steps if steps else None,
-        "samples_per_s": samples * t.size / (compute + communication) if steps else None,
+        "samples_per_s": samples / max(totals["compute_time"] + totals["communication_time"]
+                                       for totals, _ in gathered) if steps else None,
         "time": t.elapsed(), "out": str(out), "metrics": str(t.log.path),
         "plots": {name: str(out / f"{name}.png") for name in ("curves", "consensus")},
     }
