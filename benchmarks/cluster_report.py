@@ -12,6 +12,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
+import numpy as np
+
 from mpidec import netmodel as M
 from mpidec import topology as T
 from mpidec.atomic import write_json
@@ -74,7 +76,16 @@ def probed_time(net, kind, nbytes, allreduce) -> float:
         return M.allreduce_time(net, nbytes, allreduce)
     if kind == "vote":
         return M.vote_time(net, int(nbytes // 4))
-    return M.average_time(net, 0, net.n - 1, nbytes)
+    # AD-PSGD: every active (even) rank averages with rank - 1 at once; averages crossing a
+    # host's link share it
+    pairs = [(i, (i - 1) % net.n) for i in range(0, net.n, 2)]
+    crossing = np.zeros(net.hosts, dtype=int)
+    for pair in pairs:
+        a, b = net.host_of(pair)
+        if a != b:
+            crossing[[a, b]] += 1
+    return max(M.average_time(net, i, j, nbytes, sharing=max(crossing[net.host_of([i, j])].max(), 1))
+               for i, j in pairs)
 
 
 def fit_exchanges(entry, links) -> dict:
