@@ -123,12 +123,13 @@ def exchange_times(world, comm, model_bytes: int, reps: int = 10) -> dict:
     exponential schedule (repetition k: step k's round), the allreduce PmSGD uses,
     SignumMV's majority vote, and AD-PSGD's averages: every active (even) rank with its
     passive ring neighbour ``rank - 1`` at once, as the active workers of a training run
-    average concurrently (two such averages on 4 x 1 at 200 Mbit/s took 260 ms each, one
-    alone 127 ms: the hosts' TCP and progress threads share this machine's 2 cores). The
-    ping-pong is one flow at a time; these load every host's link as a step does. Each kind is repeated as training repeats it, step after step (after
-    another kind, TCP's state from that one slows the next: one-peer rounds took 640-720
-    ms interleaved with the others against 400 ms in a row, on 4 x 1 at 25 Mbit/s), and
-    the median of ``reps`` is kept (one exchange varies by +-25% from the next through tbf)."""
+    average concurrently (two such averages on 4 x 1 at 200 Mbit/s took 187-260 ms each,
+    one alone 127 ms: the hosts' TCP and progress threads share this machine's 2 cores).
+    The ping-pong is one flow at a time; these load every host's link as a step does. Each
+    kind is repeated as training repeats it, step after step (after another kind, TCP's
+    state from that one slows the next: one-peer rounds took 640-720 ms interleaved with
+    the others against 400 ms in a row, on 4 x 1 at 25 Mbit/s), and the median of ``reps``
+    is kept (one exchange varies by +-25% from the next through tbf)."""
     import torch
     from mpi4py import MPI
 
