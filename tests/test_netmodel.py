@@ -115,6 +115,14 @@ def test_adpsgd_workers_step_at_their_own_pace():
     assert slow.step < 0.5 * M.step_cost(net(2), "DSGD", S, [c, 8 * c], topology="ring").step
 
 
+def test_adpsgd_default_simulation_is_long_enough_for_a_seed_free_mean():
+    """Two hosts of two workers, averages as long as a few steps of compute (the 2 x 2
+    emulated cluster): the mean step hardly depends on the random choices."""
+    two_by_two = M.Network(2, 2, bandwidth=5.8e6, latency=0.0, rma_latency=1e-4)
+    steps = [M.step_cost(two_by_two, "ADPSGD", 1.08e6, 0.057, seed=seed).step for seed in range(4)]
+    assert max(steps) < 1.06 * min(steps), steps
+
+
 def test_adpsgd_needs_a_bipartite_topology():
     with pytest.raises(T.TopologyError, match="bipartite"):
         M.step_cost(net(3), "ADPSGD", S, 0.01, topology="ring")
