@@ -12,8 +12,6 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
-import numpy as np
-
 from mpidec import netmodel as M
 from mpidec import topology as T
 from mpidec.atomic import write_json
@@ -76,16 +74,8 @@ def probed_time(net, kind, nbytes, allreduce) -> float:
         return M.allreduce_time(net, nbytes, allreduce)
     if kind == "vote":
         return M.vote_time(net, int(nbytes // 4))
-    # AD-PSGD: every active (even) rank averages with rank - 1 at once; averages crossing a
-    # host's link share it
-    pairs = [(i, (i - 1) % net.n) for i in range(0, net.n, 2)]
-    crossing = np.zeros(net.hosts, dtype=int)
-    for pair in pairs:
-        a, b = net.host_of(pair)
-        if a != b:
-            crossing[[a, b]] += 1
-    return max(M.average_time(net, i, j, nbytes, sharing=max(crossing[net.host_of([i, j])].max(), 1))
-               for i, j in pairs)
+    # AD-PSGD: every active (even) rank averages with rank - 1 at once
+    return M.concurrent_averages_time(net, [(i, (i - 1) % net.n) for i in range(0, net.n, 2)], nbytes)
 
 
 def fit_exchanges(entry, links) -> dict:

@@ -24,7 +24,9 @@ Each exchange mpidec does is costed by the algorithm that does it:
 - the majority vote (SignumMV): an all-to-all of 1-bit shards, then an allgather;
 - AD-PSGD: asynchronous events: each worker computes, an active worker locks itself and a
   random passive neighbour (waiting while either is locked), reads and writes the model
-  (``4 rma_latency + 2 S / bandwidth``), unlocks; nobody waits for anyone else.
+  (``4 rma_latency + 2 S / bandwidth``, sharing the busier of the two host links with the
+  averages crossing it), unlocks; nobody waits for anyone else. (mpidec's loop also draws
+  a sample ticket from rank 0 every step, on a thread while the step computes: not here.)
 
 Compute is an input (measured, or what a user knows of their model); communication is not
 overlapped with it (mpidec's gradient-hook overlap can hide part of it: the model is an
@@ -127,14 +129,23 @@ def gossip_round_time(net: Network, topo, nbytes: float) -> float:
     return round_time(net, *_edges(topo), nbytes)
 
 
-def average_time(net: Network, i: int, j: int, nbytes: float, sharing: int = 1) -> float:
-    """One AD-PSGD average of workers i and j: lock both, read and write the model (``sharing``:
-    averages crossing the busier of their links at the same time, this one included)."""
+def average_time(net: Network, i: int, j: int, nbytes: float, crossing=(0, 0)) -> float:
+    """One AD-PSGD average of workers i and j: lock both, read and write the model.
+    ``crossing``: how many other averages cross i's host link and j's meanwhile; this one
+    shares the busier of the two with them."""
     a, b = net.host_of([i, j])
     if a == b:
         return 4 * net.local_latency + 2 * nbytes / net.local_bandwidth
     bw = net.link_bandwidths()
-    return 4 * net.rma + 2 * nbytes * sharing / min(bw[a], bw[b])
+    return 4 * net.rma + 2 * nbytes * (1 + max(crossing)) / min(bw[a], bw[b])
+
+
+def concurrent_averages_time(net: Network, pairs, nbytes: float) -> float:
+    """The longest of AD-PSGD averages ``pairs`` ((i, j), ...) that start together."""
+    hosts = [tuple(net.host_of(pair)) for pair in pairs]
+    on = np.bincount([h for a, b in hosts if a != b for h in (a, b)], minlength=net.hosts)
+    return max(average_time(net, i, j, nbytes, crossing=(on[a] - (a != b), on[b] - (a != b)))
+               for (i, j), (a, b) in zip(pairs, hosts))
 
 
 # ---------------------------------------------------------------- collectives
@@ -304,8 +315,8 @@ def _adpsgd_clock(net: Network, topo, nbytes: float, c: np.ndarray, steps: int, 
             j = rng.choice(neighbours[i])
             start = max(now, free[i], free[j])
             a, b = hosts[i], hosts[j]
-            sharing = 1 + sum(end > start for end in transfers[a] + transfers[b]) if a != b else 1
-            took = average_time(net, i, j, nbytes, sharing)
+            took = average_time(net, i, j, nbytes, crossing=(sum(end > start for end in transfers[a]),
+                                                              sum(end > start for end in transfers[b])))
             if a != b:
                 transfers[a] = [e for e in transfers[a] if e > start] + [start + took]
                 transfers[b] = [e for e in transfers[b] if e > start] + [start + took]

@@ -33,7 +33,11 @@ def test_the_probed_exchanges_closed_forms():
     assert [M.gossip_round_time(net(4), peer.at(t), S) for t in range(2)] == pytest.approx([O + ALPHA + S / B] * 2)
     rma = 1e-4
     assert M.average_time(net(4, rma_latency=rma), 0, 3, S) == pytest.approx(4 * rma + 2 * S / B)
-    assert M.average_time(net(4, rma_latency=rma, slow=((3, 8),)), 0, 3, S, sharing=2) == pytest.approx(4 * rma + 32 * S / B)
+    slowed = net(4, rma_latency=rma, slow=((3, 8),))
+    assert M.average_time(slowed, 0, 3, S, crossing=(0, 1)) == pytest.approx(4 * rma + 32 * S / B)
+    # the probe's AD-PSGD averages on 2 hosts x 2: (0, 3) and (2, 1) both cross both links
+    two_by_two = net(2, 2, rma_latency=rma)
+    assert M.concurrent_averages_time(two_by_two, [(0, 3), (2, 1)], S) == pytest.approx(4 * rma + 4 * S / B)
     local = net(2, 2, local_bandwidth=4e9, local_latency=1e-6)
     assert M.average_time(local, 0, 1, S) == pytest.approx(4e-6 + 2 * S / 4e9)
 
@@ -113,6 +117,21 @@ def test_adpsgd_workers_step_at_their_own_pace():
     fastest, slowest = 2 / (1 / (c + a) + 1 / (8 * c)), 2 / (1 / (c + a) + 1 / (8 * c + a))
     assert fastest * 0.99 <= slow.step <= slowest * 1.01
     assert slow.step < 0.5 * M.step_cost(net(2), "DSGD", S, [c, 8 * c], topology="ring").step
+
+
+def test_adpsgd_averages_share_the_busier_of_their_two_links():
+    """Two hosts of two workers, each active worker with one passive partner on the other
+    host: the two averages cross both links, so each link carries two at once and each
+    average takes twice one alone (not three times: an average is not slowed by the same
+    other average once per link). The passive workers compute for ever, the active ones
+    for c: the mean step over the four is 2 (c + 2 a) (half the workers step)."""
+    matching = T.Topology(np.array([[.5, 0, .5, 0], [0, .5, 0, .5], [.5, 0, .5, 0], [0, .5, 0, .5]]),
+                          connected=False)
+    assert M.bipartite_colours(matching).tolist() == [True, False, False, True]  # pairs (0, 2) and (3, 1)
+    c, a = 0.01, 2 * S / B
+    quiet = M.Network(2, 2, bandwidth=B, latency=0.0, overhead=0.0, rma_latency=0.0, local_latency=0.0)
+    cost = M.step_cost(quiet, "ADPSGD", S, [c, 1e6, 1e6, c], topology=matching, steps=4000)
+    assert cost.step == pytest.approx(2 * (c + 2 * a), rel=1e-3)
 
 
 def test_adpsgd_default_simulation_is_long_enough_for_a_seed_free_mean():
