@@ -34,6 +34,14 @@ def test_counter_hands_out_every_value_once(comm):
     assert sorted(v for values in comm.allgather_object(mine) for v in values) == list(range(200 * comm.size))
 
 
+def test_counter_adds_in_flight_together_hand_out_every_value_once(comm):
+    counter = comm.counter()
+    pending = [counter.iadd(2) for _ in range(20)]  # each on its own thread, all in flight
+    mine = [p.wait() for p in pending]
+    counter.free()
+    assert sorted(v for values in comm.allgather_object(mine) for v in values) == list(range(0, 40 * comm.size, 2))
+
+
 def test_progress_is_off_on_one_node_unless_asked_for(comm, monkeypatch):
     from mpidec.comm.mpi_window import progress_interval
 

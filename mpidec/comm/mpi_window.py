@@ -5,7 +5,7 @@ The exclusive lock on a model is a ticket lock of our own: two int64 on the mode
 ``next`` (a worker draws a ticket with ``MPI_Fetch_and_op(SUM)``) and ``serving`` (read with
 ``MPI_Fetch_and_op(NO_OP)`` until it shows the ticket; ``MPI_Accumulate(SUM)`` passes the lock
 on). Waiters are served in order, so averages never starve the owner applying its step. The
-counter is one ``MPI_Fetch_and_op``.
+counter is one ``MPI_Fetch_and_op`` and ``MPI_Win_flush`` (``iadd``: on a thread of its own).
 
 Why not MPI's own locks: MPICH grants ``MPI_Win_lock`` through the target's progress engine,
 so an average with a worker that computes outside MPI waited until that worker next called
@@ -37,7 +37,7 @@ import torch
 
 from ..runtime import node_rank_and_size
 from .mpi_buffer import as_mpi_bytes
-from .window import Counter, ModelWindow
+from .window import Counter, ModelWindow, PendingAdd
 
 _NEXT, _SERVING = 0, 1  # the ticket lock's two words
 
@@ -129,22 +129,54 @@ class MPICounter(Counter):
         self._win.Lock_all(MPI.MODE_NOCHECK)
         self._win.Sync()
         comm.Barrier()  # nobody adds before the value is zero
-        self._amount, self._old = _int64(0), _int64(0)
         self._progress = _Progress.start(comm, progress)
+        self._background = MPI.Query_thread() == MPI.THREAD_MULTIPLE  # else each add is done when started
 
-    def add(self, amount: int = 1) -> int:
+    def iadd(self, amount: int = 1) -> "_PendingAdd":
+        """On a thread of its own (with ``MPI_THREAD_MULTIPLE``): Open MPI 4.1's ``osc/ucx``
+        returns from ``MPI_Fetch_and_op`` only once rank 0 has served the add, and rank 0
+        may be in a long average (see :mod:`mpidec.train.asynchronous`)."""
+        return _PendingAdd(self._add, amount, background=self._background)
+
+    def _add(self, amount: int) -> int:
         from mpi4py import MPI
 
-        self._amount[0] = amount
-        self._win.Fetch_and_op([self._amount.numpy(), MPI.INT64_T], [self._old.numpy(), MPI.INT64_T],
-                               0, 0, op=MPI.SUM)
+        add, old = _int64(amount), _int64(0)
+        self._win.Fetch_and_op([add.numpy(), MPI.INT64_T], [old.numpy(), MPI.INT64_T], 0, 0, op=MPI.SUM)
         self._win.Flush(0)
-        return int(self._old[0])
+        return int(old[0])
 
     def free(self) -> None:
         self._progress.stop()
         self._win.Unlock_all()
         self._win.Free()
+
+
+class _PendingAdd(PendingAdd):
+    """A counter add done by a daemon thread (or at once, ``background=False``); ``wait``
+    returns its value or raises what it raised."""
+
+    def __init__(self, add, amount: int, background: bool):
+        self._outcome, self._thread = None, None
+        if background:
+            self._thread = threading.Thread(target=self._run, args=(add, amount), name="mpidec-counter-add",
+                                            daemon=True)  # a job that ends with an add in flight does not wait for it
+            self._thread.start()
+        else:
+            self._run(add, amount)
+
+    def _run(self, add, amount: int) -> None:
+        try:
+            self._outcome = add(amount)
+        except BaseException as error:  # raised in wait(), on the thread that asked for the add
+            self._outcome = error
+
+    def wait(self) -> int:
+        if self._thread is not None:
+            self._thread.join()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
 
 
 def progress_interval(comm) -> float:

@@ -13,7 +13,7 @@ import threading
 
 import torch
 
-from .window import Counter, ModelWindow
+from .window import Counter, ModelWindow, PendingAdd
 
 
 class SimModelWindow(ModelWindow):
@@ -52,12 +52,22 @@ class SimCounter(Counter):
         self._comm = comm
         self._cell = comm.allgather_object([0, threading.Lock()] if comm.rank == 0 else None)[0]
 
-    def add(self, amount: int = 1) -> int:
+    def iadd(self, amount: int = 1) -> "_Done":
         with self._cell[1]:
             old = self._cell[0]
             self._cell[0] = old + amount
-        return old
+        return _Done(old)
 
     def free(self) -> None:
         """Collective, as under MPI."""
         self._comm.allgather_object(None)
+
+
+class _Done(PendingAdd):
+    """A counter add of the simulator: done when started."""
+
+    def __init__(self, value: int):
+        self._value = value
+
+    def wait(self) -> int:
+        return self._value

@@ -121,13 +121,27 @@ class ModelWindow(abc.ABC):
 class Counter(abc.ABC):
     """A job-wide integer any worker adds to atomically, without the others taking part.
 
-    For asynchronous loops that stop on a global amount of work: ``while counter.add(b) < total``.
+    For asynchronous loops that stop on a global amount of work: ``while counter.add(b) < total``;
+    ``pending = counter.iadd(b)`` starts an add and ``pending.wait()`` returns its value, so
+    a worker can draw its next ticket while it computes.
     """
 
-    @abc.abstractmethod
     def add(self, amount: int = 1) -> int:
         """Add ``amount``; return the value before (every worker sees distinct totals)."""
+        return self.iadd(amount).wait()
+
+    @abc.abstractmethod
+    def iadd(self, amount: int = 1) -> "PendingAdd":
+        """Start adding ``amount``; ``.wait()`` on the result returns the value before."""
 
     @abc.abstractmethod
     def free(self) -> None:
         """Collective: release the counter."""
+
+
+class PendingAdd(abc.ABC):
+    """An add to a :class:`Counter` under way (one per call of ``iadd``; wait for each)."""
+
+    @abc.abstractmethod
+    def wait(self) -> int:
+        """Block until the add is done; return the counter's value before it."""
