@@ -9,8 +9,8 @@ its own pace, and what is global goes through the shared sample counter
   the learning-rate schedule and of the records is ``ticket // global batch``. A rank
   draws its next ticket as a step starts (``counter.iadd``: on a thread) and waits for it
   when the step is done: rank 0 serves the add in its own progress, late while it is in
-  an average (emulated cluster, 4 x 1 at 200 Mbit/s, one host 8x slower: the fastest rank
-  waited 18 ms a step of 54 for its tickets, drawn in line);
+  an average (emulated cluster, 2 x 2 at 50 Mbit/s: drawn in line, a ticket took 16-45 ms
+  of steps of 100-650 ms; drawn during the step, the wait after it is 0.2-5 ms);
 - the end: the run stops when the tickets reach the sample budget of the synchronous run
   (``epochs x steps per epoch x global batch``): together the ranks train on exactly that
   many samples, the fast ranks on more of them than the slow ones;
