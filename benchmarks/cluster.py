@@ -205,13 +205,14 @@ def train(setting, model, algorithm, topology, options, epochs, out: Path, data=
 def measure(args) -> None:
     from cluster_report import MODEL_BYTES
 
-    keep = RESULTS.exists() and (args.resume or args.only or args.probes_only)
+    keep = RESULTS.exists() and (args.resume or args.only or args.probes_only or args.algorithms)
     results = json.loads(RESULTS.read_text()) if keep else {"settings": {}}
     results.update(model=MODEL, epochs=EPOCHS, batch=BATCH, target=TARGET)
     for setting in GRID:
         name, hosts, per_host, rate, slow, runs = setting
         if args.only and name not in args.only or args.resume and name in results["settings"]:
             continue
+        again = bool(args.algorithms) and name in results["settings"]  # those runs only: keep the rest
         flags = ["--hosts", str(hosts), "--ranks-per-host", str(per_host), "--rate", rate]
         if slow:
             flags += ["--host-rate", f"{slow[0]}={_slower(rate, slow[1])}"]
@@ -219,24 +220,32 @@ def measure(args) -> None:
         try:
             work = ROOT / "results/cluster" / name
             model, data, epochs = LARGER.get(name, (MODEL, DIGITS, EPOCHS))
-            cluster("exec", "--hosts", str(hosts), "--ranks-per-host", str(per_host), "--", "python",
-                    str(Path(__file__).resolve()), "probe", str(work / "probe.json"), str(MODEL_BYTES[model]))
-            probed = json.loads((work / "probe.json").read_text())
-            print(f"{name}: exchanges " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in probed["exchanges"].items()),
-                  flush=True)
-            if args.probes_only:
-                results["settings"][name]["probe"] = probed
-                write_json(RESULTS, results)
-                continue
-            entry = {"hosts": hosts, "per_host": per_host, "rate": rate, "slow": slow,
-                     "allreduce": _allreduce_backend(), "probe": probed, "runs": []}
-            for algorithm, topology, options in runs:
-                out = work / f"{model}-{algorithm}-{topology or 'none'}-{len(entry['runs'])}"
+            if again:
+                entry = results["settings"][name]
+            else:
+                cluster("exec", "--hosts", str(hosts), "--ranks-per-host", str(per_host), "--", "python",
+                        str(Path(__file__).resolve()), "probe", str(work / "probe.json"), str(MODEL_BYTES[model]))
+                probed = json.loads((work / "probe.json").read_text())
+                print(f"{name}: exchanges " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in probed["exchanges"].items()),
+                      flush=True)
+                if args.probes_only:
+                    results["settings"][name]["probe"] = probed
+                    write_json(RESULTS, results)
+                    continue
+                entry = {"hosts": hosts, "per_host": per_host, "rate": rate, "slow": slow,
+                         "allreduce": _allreduce_backend(), "probe": probed, "runs": []}
+            for index, (algorithm, topology, options) in enumerate(runs):
+                if again and algorithm not in args.algorithms:
+                    continue
+                out = work / f"{model}-{algorithm}-{topology or 'none'}-{index}"
                 run = median_run([train(setting, model, algorithm, topology, options, epochs,
                                         out.with_name(f"{out.name}.{k}") if k else out, data)
                                   for k in range(REPEATS.get(algorithm, 1))])
-                entry["runs"].append({"model": model, "algorithm": algorithm, "topology": topology,
-                                      "options": list(options), **run})
+                record = {"model": model, "algorithm": algorithm, "topology": topology, "options": list(options), **run}
+                if again:
+                    entry["runs"][index] = record
+                else:
+                    entry["runs"].append(record)
                 print(f"{name} {algorithm} {topology or ''}: "
                       + (f"{run['step_seconds'] * 1e3:.1f} ms/step, to {TARGET}: {run['steps_to_target']} steps"
                          if "failed" not in run else f"FAILED {run['log'][-300:]}"), flush=True)
@@ -277,6 +286,9 @@ def main() -> None:
     m.add_argument("--resume", action="store_true", help="skip the settings already in the results file")
     m.add_argument("--probes-only", action="store_true",
                    help="probe the links of the settings measured already again, keeping their training runs")
+    m.add_argument("--algorithms", nargs="+", choices=sorted({run[0] for *_, runs in GRID for run in runs}),
+                   help="train these algorithms again in the settings measured already, keeping the probes "
+                        "and the other runs")
     r = sub.add_parser("report")
     r.add_argument("--plots", default=str(ROOT / "docs/figures"))
     args = parser.parse_args()

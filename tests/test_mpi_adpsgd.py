@@ -35,7 +35,7 @@ def test_counter_hands_out_every_value_once(comm):
 
 
 def test_counter_adds_in_flight_together_hand_out_every_value_once(comm):
-    counter = comm.counter()
+    counter = comm.counter(owner=comm.size - 1)
     pending = [counter.iadd(2) for _ in range(20)]  # each on its own thread, all in flight
     mine = [p.wait() for p in pending]
     counter.free()

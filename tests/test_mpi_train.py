@@ -178,17 +178,19 @@ def test_adpsgd_through_mpidec_train_does_not_wait_for_a_straggler(world, shared
 
 
 def test_adpsgd_draws_the_next_ticket_before_a_step_computes(world, shared_dir, monkeypatch):
-    """Rank 0 serves the sample counter in its own progress, late while it averages: each
-    step's successor ticket is in flight while the step computes."""
+    """The sample counter's owner (rank 1, passive) serves it in its own progress, late
+    while it is busy in MPI: each step's successor ticket is in flight while the step
+    computes."""
     from mpidec.comm.mpi_window import MPICounter
 
-    events, draw, step = [], MPICounter.iadd, loop.Trainer.train_step
+    events, draw, step, made = [], MPICounter.iadd, loop.Trainer.train_step, MPICounter.__init__
+    monkeypatch.setattr(MPICounter, "__init__", lambda self, comm, owner=0: events.append(owner) or made(self, comm, owner))
     monkeypatch.setattr(MPICounter, "iadd", lambda self, amount=1: events.append("draw") or draw(self, amount))
     monkeypatch.setattr(loop.Trainer, "train_step", lambda self, *args: events.append("step") or step(self, *args))
     summary = train(TrainConfig(**ASYNC, out=f"{shared_dir}/async"))
     steps = summary["steps_per_rank"][world.Get_rank()]
     assert summary["status"] == "finished" and steps > 0
-    assert events == ["draw"] + ["draw", "step"] * steps  # the last ticket drawn is past the budget
+    assert events == [1, "draw"] + ["draw", "step"] * steps  # on rank 1, passive; the last ticket is past the budget
 
 
 def test_adpsgd_stops_everywhere_when_one_rank_is_signalled_and_resumes_to_the_sample_budget(world, shared_dir,

@@ -316,8 +316,9 @@ class Communicator(abc.ABC):
         """Collective: this rank's :class:`mpidec.comm.window.ModelWindow` holding ``tensors``."""
         raise NotImplementedError(f"{type(self).__name__} has no one-sided windows")
 
-    def counter(self):
-        """Collective: a job-wide integer every rank adds to atomically (``add(k)`` returns the old value)."""
+    def counter(self, owner: int = 0):
+        """Collective: a job-wide integer every rank adds to atomically (``add(k)`` returns the
+        old value), in ``owner``'s memory."""
         raise NotImplementedError(f"{type(self).__name__} has no one-sided windows")
 
     # ------------------------------------------------------------ helpers

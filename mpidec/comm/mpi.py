@@ -176,8 +176,8 @@ class MPICommunicator(Communicator):
     def model_window(self, tensors):
         return MPIModelWindow(self.comm, tensors)
 
-    def counter(self):
-        return MPICounter(self.comm)
+    def counter(self, owner: int = 0):
+        return MPICounter(self.comm, owner)
 
 
 class _Prepared(list):

@@ -37,7 +37,7 @@ import torch
 
 from ..runtime import node_rank_and_size
 from .mpi_buffer import as_mpi_bytes
-from .window import Counter, ModelWindow, PendingAdd
+from .window import Counter, ModelWindow, PendingAdd, check_owner
 
 _NEXT, _SERVING = 0, 1  # the ticket lock's two words
 
@@ -114,17 +114,19 @@ class MPIModelWindow(ModelWindow):
 
 
 class MPICounter(Counter):
-    """An int64 on rank 0, added to with ``MPI_Fetch_and_op`` inside a ``lock_all`` epoch.
+    """An int64 on rank ``owner``, added to with ``MPI_Fetch_and_op`` inside a ``lock_all`` epoch.
 
     (``mpi4py.util.sync.Counter`` would do, but for its per-increment ``MPI_Win_lock``: see
     the module's docstring.)
     """
 
-    def __init__(self, comm, progress: float | None = None):
+    def __init__(self, comm, owner: int = 0, progress: float | None = None):
         from mpi4py import MPI
 
-        self._win = _allocate(comm, 8 if comm.Get_rank() == 0 else 0, 8)
-        if comm.Get_rank() == 0:
+        check_owner(owner, comm.Get_size())
+        self._owner = owner
+        self._win = _allocate(comm, 8 if comm.Get_rank() == owner else 0, 8)
+        if comm.Get_rank() == owner:
             torch.frombuffer(self._win.tomemory(), dtype=torch.int64).zero_()
         self._win.Lock_all(MPI.MODE_NOCHECK)
         self._win.Sync()
@@ -134,16 +136,16 @@ class MPICounter(Counter):
 
     def iadd(self, amount: int = 1) -> "_PendingAdd":
         """On a thread of its own (with ``MPI_THREAD_MULTIPLE``): Open MPI 4.1's ``osc/ucx``
-        returns from ``MPI_Fetch_and_op`` only once rank 0 has served the add, and rank 0
-        may be in a long average (see :mod:`mpidec.train.asynchronous`)."""
+        returns from ``MPI_Fetch_and_op`` only once the owner has served the add, and the
+        owner may be busy in MPI (see :mod:`mpidec.train.asynchronous`)."""
         return _PendingAdd(self._add, amount, background=self._background)
 
     def _add(self, amount: int) -> int:
         from mpi4py import MPI
 
         add, old = _int64(amount), _int64(0)
-        self._win.Fetch_and_op([add.numpy(), MPI.INT64_T], [old.numpy(), MPI.INT64_T], 0, 0, op=MPI.SUM)
-        self._win.Flush(0)
+        self._win.Fetch_and_op([add.numpy(), MPI.INT64_T], [old.numpy(), MPI.INT64_T], self._owner, 0, op=MPI.SUM)
+        self._win.Flush(self._owner)
         return int(old[0])
 
     def free(self) -> None:

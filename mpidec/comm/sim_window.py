@@ -13,7 +13,7 @@ import threading
 
 import torch
 
-from .window import Counter, ModelWindow, PendingAdd
+from .window import Counter, ModelWindow, PendingAdd, check_owner
 
 
 class SimModelWindow(ModelWindow):
@@ -46,11 +46,12 @@ class SimModelWindow(ModelWindow):
 
 
 class SimCounter(Counter):
-    """The job-wide counter of virtual nodes: node 0's integer and a lock."""
+    """The job-wide counter of virtual nodes: node ``owner``'s integer and a lock."""
 
-    def __init__(self, comm):
+    def __init__(self, comm, owner: int = 0):
+        check_owner(owner, comm.size)
         self._comm = comm
-        self._cell = comm.allgather_object([0, threading.Lock()] if comm.rank == 0 else None)[0]
+        self._cell = comm.allgather_object([0, threading.Lock()] if comm.rank == owner else None)[owner]
 
     def iadd(self, amount: int = 1) -> "_Done":
         with self._cell[1]:

@@ -169,10 +169,10 @@ class SimCommunicator(Communicator):
 
         return SimModelWindow(self, tensors)
 
-    def counter(self):
+    def counter(self, owner: int = 0):
         from .sim_window import SimCounter
 
-        return SimCounter(self)
+        return SimCounter(self, owner)
 
 
 def _sum_in_rank_order(tensors):

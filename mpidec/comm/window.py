@@ -139,6 +139,12 @@ class Counter(abc.ABC):
         """Collective: release the counter."""
 
 
+def check_owner(owner: int, size: int) -> None:
+    """A counter's owner must be a rank of its communicator."""
+    if not 0 <= owner < size:
+        raise ValueError(f"counter owner {owner} is not a rank of this communicator (0..{size - 1})")
+
+
 class PendingAdd(abc.ABC):
     """An add to a :class:`Counter` under way (one per call of ``iadd``; wait for each)."""
 

@@ -55,6 +55,9 @@ class ADPSGD(DecentralizedOptimizer):
                 raise TypeError(f"ADPSGD takes no {fixed!r}: its exchange is one-sided, of the whole model")
         super().__init__(params, lr, bucket_bytes=math.inf, overlap=False, measure_consensus=False, **kwargs)  # one bucket: the window's order
         self.active, self.partners = bipartite_roles(self.topology, self.comm.rank)
+        # where a loop keeps its job-wide counter: rank 0's first neighbour, a passive worker,
+        # which never starts an average, so no long one of its own delays its answer
+        self.counter_rank = bipartite_roles(self.topology, 0)[1][0]
         self._rng = random.Random(self.comm.rank)
         self._window = self.comm.model_window(self.params)
 

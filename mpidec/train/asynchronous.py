@@ -3,14 +3,19 @@
 A synchronous run meets at every step boundary (train records, evaluations and the stop
 check are collectives), so the slowest rank sets everyone's pace. Here every rank steps at
 its own pace, and what is global goes through the shared sample counter
-(``comm.counter()``: one atomic fetch-and-add on rank 0 per step, nothing waits):
+(``comm.counter()``: one atomic fetch-and-add per step, nothing waits). It lives on a
+passive worker (``ADPSGD.counter_rank``): on rank 0, an active worker, the fast passive
+worker of 4 x 1 at 200 Mbit/s with one host 8x slower waited 4-49 ms a step for its
+ticket while rank 0 averaged with the slow host, and the job stepped in 220 ms, against
+148 ms with the counter on rank 1.
 
 - progress: each step trains on a ticket of ``--batch-size`` samples; the global step of
   the learning-rate schedule and of the records is ``ticket // global batch``. A rank
   draws its next ticket as a step starts (``counter.iadd``: on a thread) and waits for it
-  when the step is done: rank 0 serves the add in its own progress, late while it is in
-  an average (emulated cluster, 2 x 2 at 50 Mbit/s: drawn in line, a ticket took 16-45 ms
-  of steps of 100-650 ms; drawn during the step, the wait after it is 0.2-5 ms);
+  when the step is done: the owner serves the add in its own progress, late while it is
+  busy in MPI (emulated cluster, 2 x 2 at 50 Mbit/s, counter on rank 0: drawn in line, a
+  ticket took 16-45 ms of steps of 100-650 ms; drawn during the step, the wait after it
+  is 0.2-5 ms);
 - the end: the run stops when the tickets reach the sample budget of the synchronous run
   (``epochs x steps per epoch x global batch``): together the ranks train on exactly that
   many samples, the fast ranks on more of them than the slow ones;
@@ -70,7 +75,7 @@ class AsyncTrainer(Trainer):
     def _train(self, stop: Preemption) -> str:
         if stop.requested() or not self._evaluate_if_due():  # collectives, before the first step
             return "preempted"
-        self.counter = self.comm.counter()
+        self.counter = self.comm.counter(owner=getattr(self.optimizer, "counter_rank", 0))
         if self.rank == 0 and self.samples:
             self.counter.add(self.samples)
         self.comm.allreduce_scalar(0.0)  # every rank sees the resumed count before its first ticket
