@@ -26,7 +26,7 @@ Each exchange mpidec does is costed by the algorithm that does it:
   random passive neighbour (waiting while either is locked), reads and writes the model
   (``4 rma_latency + 2 S / bandwidth``, sharing the busier of the two host links with the
   averages crossing it), unlocks; nobody waits for anyone else. (mpidec's loop also draws
-  a sample ticket from rank 0 every step, on a thread while the step computes: not here.)
+  a sample ticket from a passive worker every step, while the step computes: not here.)
 
 Compute is an input (measured, or what a user knows of their model); communication is not
 overlapped with it (mpidec's gradient-hook overlap can hide part of it: the model is an

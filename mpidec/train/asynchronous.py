@@ -5,9 +5,9 @@ check are collectives), so the slowest rank sets everyone's pace. Here every ran
 its own pace, and what is global goes through the shared sample counter
 (``comm.counter()``: one atomic fetch-and-add per step, nothing waits). It lives on a
 passive worker (``ADPSGD.counter_rank``): on rank 0, an active worker, the fast passive
-worker of 4 x 1 at 200 Mbit/s with one host 8x slower waited 4-49 ms a step for its
-ticket while rank 0 averaged with the slow host, and the job stepped in 220 ms, against
-148 ms with the counter on rank 1.
+worker of 4 x 1 at 200 Mbit/s with one host 8x slower waited up to 49 ms a step for its
+ticket while rank 0 averaged with the slow host, and the job stepped in 180-190 ms,
+against 105-205 (median 144) with the counter on rank 1 (docs/cluster.md).
 
 - progress: each step trains on a ticket of ``--batch-size`` samples; the global step of
   the learning-rate schedule and of the records is ``ticket // global batch``. A rank
